@@ -1,0 +1,598 @@
+"""Stage: user API — `scan` and its family, argument checking and the three ways to run a scan.
+
+`scan` normalises Theano-style arguments into a `ScanArgs`, then either
+  * records a scan equation when called inside a trace (a nested scan, `ns.jit`, derivatives),
+  * runs the user's step in a plain Python loop (`mode="python"`, the reference), or
+  * traces the step, compiles its loop with numba (`codegen.cpu`) and drives it (`mode="cpu"`),
+  * or hands it to `codegen.cuda` (`mode="cuda"`).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import random as nsrandom
+from .ir import IR
+from .layout import Layout, OutLayout, SeqLayout
+from .shared import Shared, Updates, _PYTHON_STATES
+from .trace import Trace, Tracer, TracingError, current_trace
+
+MODES = ("cpu", "python", "cuda")
+_MODE_OVERRIDE: list[str] = []
+
+
+class until:
+    """Returned by a step (alone or in a tuple) to stop the scan after the step where `condition` holds."""
+
+    def __init__(self, condition):
+        self.condition = condition
+
+    def __repr__(self):
+        return f"until({self.condition!r})"
+
+
+class ScanError(ValueError):
+    pass
+
+
+def resolve_mode(mode):
+    if mode is None:
+        mode = _MODE_OVERRIDE[-1] if _MODE_OVERRIDE else os.environ.get("NUMBASCAN_MODE", "cpu")
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES}, found {mode!r}")
+    return mode
+
+
+# ------------------------------------------------------------------------------------------------
+# argument normalisation
+
+
+def _as_list(x):
+    if x is None:
+        return []
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _value(x, what):
+    """A NumPy array or a tracer for a user-provided input; never copies a NumPy array."""
+    if isinstance(x, Tracer):
+        return x
+    if isinstance(x, Shared):
+        return x.current()
+    if _is_device_array(x):
+        return x
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # pragma: no cover - exotic objects
+        raise TypeError(f"{what}: expected an array, found {type(x).__name__}") from exc
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{what}: expected a numeric array (bool, int or float), found "
+                        f"{type(x).__name__} with dtype {arr.dtype}")
+    return arr
+
+
+def _is_device_array(x):
+    return hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray)
+
+
+def _taps(raw, what, default):
+    if raw is None:
+        return default
+    taps = [raw] if isinstance(raw, (int, np.integer)) else list(raw)
+    if not taps or not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool)
+                           for t in taps):
+        raise ScanError(f"{what}: taps must be a non-empty list of ints, found {raw!r}")
+    if len(set(taps)) != len(taps):
+        raise ScanError(f"{what}: taps must be distinct, found {raw!r}")
+    return tuple(int(t) for t in taps)
+
+
+@dataclass
+class ScanArgs:
+    fn: object
+    seqs: list                 # arrays or tracers
+    seq_layouts: list
+    inits: list                # per output: None (map) or array/tracer of shape (L, ...) or (...)
+    out_taps: list             # per output: () or taps
+    nonseqs: list
+    n_steps: int
+    go_backwards: bool
+    truncate_gradient: int
+    name: str
+    strict: bool
+    return_list: bool
+    checkpoint: object
+    keep_last: bool = False
+    state_avals: list = field(default_factory=list)   # per fed-back output: (dtype, step shape)
+
+    def arg_avals(self):
+        avals = []
+        for s, sl in zip(self.seqs, self.seq_layouts):
+            avals += [(s.dtype, tuple(s.shape[1:]))] * len(sl.taps)
+        for taps, aval in zip(self.out_taps, self.state_avals):
+            avals += [aval] * len(taps)
+        avals += [(v.dtype, tuple(v.shape)) for v in self.nonseqs]
+        return avals
+
+
+def normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_gradient,
+              go_backwards, name, strict, return_list, checkpoint) -> ScanArgs:
+    if not callable(fn):
+        raise TypeError(f"fn: expected a callable step function, found {type(fn).__name__}")
+    seqs, seq_layouts = [], []
+    for i, s in enumerate(_as_list(sequences)):
+        what = f"sequences[{i}]"
+        if isinstance(s, dict):
+            unknown = set(s) - {"input", "taps"}
+            if unknown or "input" not in s:
+                raise ScanError(f"{what}: expected dict(input=array, taps=[...]), found keys "
+                                f"{sorted(s)}")
+            arr, taps = s["input"], _taps(s.get("taps", [0]), what, (0,))
+        else:
+            arr, taps = s, (0,)
+        arr = _value(arr, what)
+        if arr.ndim == 0:
+            raise ScanError(f"{what}: expected an array with a leading time axis, found a "
+                            f"0-d value")
+        seqs.append(arr)
+        seq_layouts.append(SeqLayout(taps))
+
+    raw_outs = outputs_info if isinstance(outputs_info, (list, tuple)) else \
+        ([] if outputs_info is None else [outputs_info])
+    inits, out_taps, state_avals = [], [], []
+    for i, o in enumerate(raw_outs):
+        what = f"outputs_info[{i}]"
+        if isinstance(o, dict):
+            unknown = set(o) - {"initial", "taps"}
+            if unknown:
+                raise ScanError(f"{what}: unknown keys {sorted(unknown)}; expected "
+                                f"dict(initial=..., taps=[...])")
+            init = o.get("initial")
+            if init is None:
+                inits.append(None)
+                out_taps.append(())
+                continue
+            taps = _taps(o.get("taps", [-1]), what, (-1,))
+        elif o is None:
+            inits.append(None)
+            out_taps.append(())
+            continue
+        else:
+            init, taps = o, (-1,)
+        if any(t >= 0 for t in taps):
+            raise ScanError(f"{what}: output taps must be negative (past steps), found "
+                            f"{list(taps)}")
+        init = _value(init, what)
+        L = max(-t for t in taps)
+        if taps == (-1,):
+            step_shape = tuple(init.shape)
+        else:
+            if init.ndim == 0 or init.shape[0] < L:
+                raise ScanError(
+                    f"{what}: taps {list(taps)} need an initial state with a leading axis of "
+                    f"length {L} (initial[k] plays out[k - {L}]), found shape "
+                    f"{tuple(init.shape)}")
+            if init.shape[0] > L:
+                init = init[:L]
+            step_shape = tuple(init.shape[1:])
+        inits.append(init)
+        out_taps.append(taps)
+        state_avals.append((init.dtype, step_shape))
+
+    nonseqs = [_value(v, f"non_sequences[{i}]") for i, v in enumerate(_as_list(non_sequences))]
+
+    max_steps = [len(s) - sl.m - sl.M for s, sl in zip(seqs, seq_layouts)]
+    for i, (s, sl, ms) in enumerate(zip(seqs, seq_layouts, max_steps)):
+        if ms < 0:
+            raise ScanError(f"sequences[{i}]: taps {list(sl.taps)} need at least {sl.m + sl.M} "
+                            f"entries, found length {len(s)}")
+    if n_steps is None:
+        if not seqs:
+            raise ScanError("n_steps: required when there are no sequences (found None)")
+        n = min(max_steps)
+    else:
+        if isinstance(n_steps, Tracer):
+            raise ScanError("n_steps: expected a Python int, found a traced value "
+                            "(inside ns.jit the number of steps must be static)")
+        if isinstance(n_steps, np.ndarray) and n_steps.ndim == 0:
+            n_steps = n_steps.item()
+        if not isinstance(n_steps, (int, np.integer)) or isinstance(n_steps, bool):
+            raise ScanError(f"n_steps: expected an int, found {type(n_steps).__name__}")
+        n = int(n_steps)
+        if n < 0:
+            raise ScanError(f"n_steps: expected a non-negative int, found {n}")
+        for i, (s, sl, ms) in enumerate(zip(seqs, seq_layouts, max_steps)):
+            if ms < n:
+                raise ScanError(
+                    f"sequences[{i}]: too short for n_steps={n}: with taps {list(sl.taps)} it "
+                    f"needs length {n + sl.m + sl.M}, found {len(s)}")
+    if not isinstance(truncate_gradient, (int, np.integer)):
+        raise TypeError(f"truncate_gradient: expected an int, found {truncate_gradient!r}")
+    if checkpoint is not None and checkpoint != "sqrt" and not (
+            isinstance(checkpoint, (int, np.integer)) and checkpoint >= 1):
+        raise ValueError(f"checkpoint: expected None, a positive int or 'sqrt', found "
+                         f"{checkpoint!r}")
+    return ScanArgs(fn, seqs, seq_layouts, inits, out_taps, nonseqs, n, bool(go_backwards),
+                    int(truncate_gradient), name, strict, return_list, checkpoint,
+                    state_avals=state_avals)
+
+
+# ------------------------------------------------------------------------------------------------
+# splitting what a step returns
+
+
+def split_step_result(ret, where="fn"):
+    """(outputs list, updates dict, until condition or None) from what the step returned."""
+    items = list(ret) if isinstance(ret, (tuple, list)) else [ret]
+    outputs, updates, cond, special = [], {}, None, False
+    for item in items:
+        if isinstance(item, until):
+            cond, special = item.condition, True
+        elif isinstance(item, dict):
+            updates.update(item)
+            special = True
+        else:
+            outputs.append(item)
+    if special and len(outputs) == 1 and isinstance(outputs[0], (list, tuple)):
+        outputs = list(outputs[0])
+    for k in updates:
+        if not isinstance(k, Shared):
+            raise TypeError(f"{where}: an updates dict must map ns.shared variables to new "
+                            f"values, found key {type(k).__name__}")
+    return outputs, updates, cond
+
+
+def check_step_outputs(sa: ScanArgs, outputs, avals):
+    """avals: (dtype, shape) of each returned output. Raises on a mismatch with outputs_info."""
+    n_info = len(sa.out_taps)
+    if sa.out_taps and len(outputs) != n_info:
+        raise ScanError(f"fn returned {len(outputs)} output(s) but outputs_info has {n_info} "
+                        f"entries; give one outputs_info entry (None for a map output) per output")
+    k = 0
+    for i, (dtype, shape) in enumerate(avals):
+        if i < n_info and sa.out_taps[i]:
+            want_dtype, want_shape = sa.state_avals[k]
+            k += 1
+            if tuple(shape) != tuple(want_shape):
+                raise ScanError(
+                    f"output {i}: the step returned shape {tuple(shape)} but its initial state "
+                    f"(outputs_info[{i}]) has step shape {tuple(want_shape)}; return an array of "
+                    f"the initial state's shape")
+            if np.dtype(dtype) != np.dtype(want_dtype):
+                raise ScanError(
+                    f"output {i}: the step returned dtype {np.dtype(dtype)} but its initial state "
+                    f"(outputs_info[{i}]) has dtype {np.dtype(want_dtype)}; cast the result with "
+                    f".astype(np.{np.dtype(want_dtype).name}) or give an initial state of dtype "
+                    f"{np.dtype(dtype)}")
+
+
+def _check_update(k, dtype, shape):
+    v = k.get_value(borrow=True)
+    if tuple(shape) != v.shape or np.dtype(dtype) != v.dtype:
+        raise ScanError(f"updates: the new value for {k!r} has dtype {np.dtype(dtype)} and shape "
+                        f"{tuple(shape)}, but the shared variable holds dtype {v.dtype} and shape "
+                        f"{v.shape}; cast or reshape the update")
+
+
+# ------------------------------------------------------------------------------------------------
+# the step, traced
+
+
+@dataclass
+class TracedStep:
+    ir: IR
+    layout: Layout
+    shared_states: list        # Shared objects carried as states (order of layout.outs tail)
+    shared_reads: list         # Shared objects read but not updated (they are captures)
+    captures: list             # sources of the capture inputs: arrays, outer tracers, Shared
+    streams: list              # RandomStreams, in the order of the rng inputs
+    out_avals: list            # (dtype, shape) per fn output
+    n_outputs: int
+
+
+def _patch_scipy():
+    """scipy.special.logsumexp is not a ufunc; route it to numbascan's while tracing."""
+    import scipy.special as sps
+    from .numpy_api import logsumexp
+    orig = sps.logsumexp
+
+    def lse(a, *args, **kwargs):
+        if isinstance(a, (Tracer, Shared)) or current_trace() is not None:
+            return logsumexp(a, *args, **kwargs)
+        return orig(a, *args, **kwargs)
+
+    lse.__wrapped__ = orig
+    return orig, lse
+
+
+def trace_step(sa: ScanArgs) -> TracedStep:
+    with Trace(sa.name or "step", sa.fn) as tr:
+        args = [tr.new_arg(d, s) for d, s in sa.arg_avals()]
+        ret = sa.fn(*args)
+        outputs, updates, cond = split_step_result(ret)
+        out_tracers = [o if isinstance(o, Tracer) else _lift_const(tr, o) for o in outputs]
+        check_step_outputs(sa, out_tracers, [(o.dtype, o.shape) for o in out_tracers])
+        upd_values = []
+        for k, v in updates.items():
+            v = v if isinstance(v, Tracer) else _lift_const(tr, v)
+            _check_update(k, v.dtype, v.shape)
+            upd_values.append(v)
+        cond_t = None
+        if cond is not None:
+            cond_t = cond if isinstance(cond, Tracer) else _lift_const(tr, cond)
+            if cond_t.shape != ():
+                raise ScanError(f"until: the condition must be a scalar, found shape "
+                                f"{cond_t.shape}")
+            if cond_t.dtype != np.bool_:
+                cond_t = cond_t != 0
+        results = out_tracers + upd_values + ([cond_t] if cond_t is not None else [])
+        result_vars = tuple(tr.lift(r) for r in results)
+
+    shared_states = list(updates)
+    state_vars = [tr.shared_var(k) for k in shared_states]
+    shared_reads = [k for k in tr.shared if k not in updates]
+    if sa.strict:
+        _check_strict(sa, tr, shared_reads)
+    captures = [c.source for c in tr.captures] + shared_reads
+    capture_vars = [c.var for c in tr.captures] + [tr.shared[k] for k in shared_reads]
+    streams = list(tr.rng)
+    rng_vars = [v for s in streams for v in tr.rng[s]]
+    n_args = len(tr.args)
+    n_before_nonseq = n_args - len(sa.nonseqs)
+    inputs = (tuple(tr.args[:n_before_nonseq]) + tuple(state_vars) +
+              tuple(tr.args[n_before_nonseq:]) + tuple(capture_vars) + tuple(rng_vars))
+    ir = IR(inputs, tuple(tr.eqns), result_vars)
+    outs = tuple(OutLayout(taps) for taps in sa.out_taps)
+    outs += tuple(OutLayout(()) for _ in range(len(out_tracers) - len(outs)))
+    outs += tuple(OutLayout((-1,)) for _ in shared_states)
+    layout = Layout(
+        seqs=tuple(sa.seq_layouts), outs=outs, n_outputs=len(out_tracers),
+        n_nonseqs=len(sa.nonseqs), n_captures=len(captures),
+        rng=tuple((0, tr.rng_used[s]) for s in streams), until=cond is not None,
+        go_backwards=sa.go_backwards)
+    if sa.keep_last:
+        layout = layout.keep_last(range(len(outs)))
+    return TracedStep(ir, layout, shared_states, shared_reads, captures, streams,
+                      [(o.dtype, o.shape) for o in out_tracers], len(out_tracers))
+
+
+def _lift_const(tr, value):
+    """A step may return a constant (a Python number or an array): it becomes an input."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"fn: a step must return numeric arrays, found {type(value).__name__}")
+    return Tracer(tr, tr.lift(arr))
+
+
+def _check_strict(sa, tr, shared_reads):
+    import types
+    fn = sa.fn
+    reachable = {}
+    code = getattr(fn, "__code__", None)
+    for cell, name in zip(getattr(fn, "__closure__", None) or (),
+                          code.co_freevars if code else ()):
+        try:
+            reachable[id(cell.cell_contents)] = name
+        except ValueError:
+            pass
+    g = getattr(fn, "__globals__", {})
+    for name in (code.co_names if code else ()):
+        if name in g and not isinstance(g[name], types.ModuleType):
+            reachable[id(g[name])] = name
+    for c in tr.captures:
+        if isinstance(c.source, Tracer) or id(c.source) in reachable:
+            name = reachable.get(id(c.source), "an enclosing traced value")
+            raise ScanError(f"strict=True: fn reads {name!r} from its closure or globals; pass it "
+                            f"in non_sequences instead")
+    if shared_reads:
+        raise ScanError(f"strict=True: fn reads shared variable {shared_reads[0]!r} without an "
+                        f"update; pass it in non_sequences instead")
+
+
+# ------------------------------------------------------------------------------------------------
+# random draws: one hook for traces and python-mode steps
+
+
+class _PythonFrame:
+    """Random-stream bookkeeping for one python-mode scan (see layout of counters in random.py)."""
+
+    stack: list = []
+
+    def __init__(self):
+        self.bases, self.per_step, self.used, self.t = {}, {}, {}, 0
+
+    def next_base(self, stream):
+        if stream not in self.bases:
+            self.bases[stream] = _enclosing_next_base(self)(stream)
+        return self.bases[stream] + self.t * self.per_step.get(stream, 0) + \
+            self.used.get(stream, 0)
+
+    def end_step(self):
+        if self.t == 0:
+            self.per_step = dict(self.used)
+        self.used = {}
+        self.t += 1
+
+    def finish(self, n_steps):
+        advance = _enclosing_advance(self)
+        for s in self.bases:
+            advance(s, n_steps * self.per_step.get(s, 0))
+
+
+def _enclosing_next_base(frame):
+    i = _PythonFrame.stack.index(frame)
+    if i > 0:
+        return _PythonFrame.stack[i - 1].next_base
+    return lambda s: s.counter
+
+
+def _enclosing_advance(frame):
+    i = _PythonFrame.stack.index(frame)
+    if i > 0:
+        parent = _PythonFrame.stack[i - 1]
+        return lambda s, n: parent.used.__setitem__(s, parent.used.get(s, 0) + n)
+
+    def adv(s, n):
+        s.counter += n
+    return adv
+
+
+def _draw_hook(stream, kind, size, params):
+    tr = current_trace()
+    if tr is not None:
+        key, base = tr.rng_vars(stream)
+        offset = tr.rng_used[stream]
+        tr.rng_used[stream] += nsrandom.counters_used(kind, size, params)
+        return tr.bind1("random", [Tracer(tr, key), Tracer(tr, base)], kind=kind,
+                        size=tuple(size), dist=tuple(params), offset=offset)
+    if _PythonFrame.stack:
+        frame = _PythonFrame.stack[-1]
+        base = frame.next_base(stream)
+        frame.used[stream] = frame.used.get(stream, 0) + nsrandom.counters_used(kind, size,
+                                                                                 params)
+        return nsrandom.draw_numpy(stream.key, base, kind, size, params)
+    return NotImplemented
+
+
+nsrandom.traced_draw_hook = _draw_hook
+
+
+# ------------------------------------------------------------------------------------------------
+# mode="python": the reference loop
+
+
+def _readonly(a):
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+def scan_python(sa: ScanArgs):
+    n = sa.n_steps
+    seqs = [_readonly(np.asarray(s)) for s in sa.seqs]
+    nonseqs = [_readonly(np.asarray(v)) for v in sa.nonseqs]
+    hist = []          # per fed-back output: list of past states, hist[k][L + t] = out[t]
+    for init, taps in zip(sa.inits, sa.out_taps):
+        if taps:
+            init = np.asarray(init)
+            hist.append([init.copy()] if taps == (-1,) else [x.copy() for x in init])
+    fed = [i for i, taps in enumerate(sa.out_taps) if taps]
+    collected, shared_frame, frame = None, {}, _PythonFrame()
+    shared_keys, n_run = [], 0
+    _PythonFrame.stack.append(frame)
+    _PYTHON_STATES.append(shared_frame)
+    _MODE_OVERRIDE.append("python")
+    try:
+        for t in range(n):
+            args = []
+            for s, sl in zip(seqs, sa.seq_layouts):
+                for tap in sl.taps:
+                    j = t + sl.m + tap
+                    args.append(s[len(s) - 1 - j] if sa.go_backwards else s[j])
+            for k, i in enumerate(fed):
+                L = max(-tp for tp in sa.out_taps[i])
+                for tap in sa.out_taps[i]:
+                    args.append(_readonly(hist[k][L + t + tap]))
+            args += nonseqs
+            outputs, updates, cond = split_step_result(sa.fn(*args))
+            outputs = [np.asarray(o) for o in outputs]
+            check_step_outputs(sa, outputs, [(o.dtype, o.shape) for o in outputs])
+            if collected is None:
+                collected = [[] for _ in outputs]
+                shared_keys = list(updates)
+            for c, o in zip(collected, outputs):
+                c.append(o.copy())
+            for k, i in enumerate(fed):
+                hist[k].append(outputs[i].copy())
+            for k, v in updates.items():
+                v = np.asarray(v)
+                _check_update(k, v.dtype, v.shape)
+                shared_frame[id(k)] = v.copy()
+            frame.end_step()
+            n_run = t + 1
+            if cond is not None and bool(np.asarray(cond)):
+                break
+        frame.finish(n)
+    finally:
+        _MODE_OVERRIDE.pop()
+        _PYTHON_STATES.remove(shared_frame)
+        _PythonFrame.stack.remove(frame)
+    if collected is None:          # no step ran: shapes from a trace of the step
+        ts = trace_step(sa)
+        collected = [[] for _ in ts.out_avals]
+        out_arrays = [np.empty((0,) + tuple(s), d) for d, s in ts.out_avals]
+        shared_keys = ts.shared_states
+    else:
+        out_arrays = [np.stack(c) for c in collected]
+    updates = Updates({k: shared_frame.get(id(k), k.get_value()) for k in shared_keys})
+    if sa.keep_last:
+        out_arrays = [_last(a, i, sa) for i, a in enumerate(out_arrays)]
+    return out_arrays, updates, n_run
+
+
+def _last(a, i, sa):
+    if len(a):
+        return a[-1]
+    taps = sa.out_taps[i] if i < len(sa.out_taps) else ()
+    if taps:
+        init = np.asarray(sa.inits[i])
+        return init.copy() if taps == (-1,) else init[-1].copy()
+    raise ScanError("reduce/foldl with n_steps=0 has no last step for a map output")
+
+
+# ------------------------------------------------------------------------------------------------
+# the public family
+
+
+def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None,
+         truncate_gradient=-1, go_backwards=False, mode=None, name=None, strict=False,
+         return_list=False, checkpoint=None, _keep_last=False):
+    """Theano's scan: run `fn` over sequences, feeding back outputs. See docs/guide.md."""
+    sa = normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_gradient,
+                   go_backwards, name, strict, return_list, checkpoint)
+    sa.keep_last = _keep_last
+    traced = current_trace() is not None or any(
+        isinstance(x, Tracer) for x in sa.seqs + sa.nonseqs + [i for i in sa.inits
+                                                                if i is not None])
+    if traced:
+        from .scanprim import bind_scan
+        outs, updates = bind_scan(sa)
+    else:
+        mode = resolve_mode(mode)
+        if mode == "python":
+            outs, updates, _ = scan_python(sa)
+        elif mode == "cpu":
+            from .driver import scan_cpu
+            outs, updates = scan_cpu(sa)
+        else:
+            from .driver import scan_cuda
+            outs, updates = scan_cuda(sa)
+    if len(outs) == 1 and not return_list:
+        return outs[0], updates
+    return list(outs), updates
+
+
+def map(fn, sequences, non_sequences=None, go_backwards=False, mode=None, name=None):
+    return scan(fn, sequences=sequences, outputs_info=None, non_sequences=non_sequences,
+                go_backwards=go_backwards, mode=mode, name=name)
+
+
+def reduce(fn, sequences, outputs_info, non_sequences=None, go_backwards=False, mode=None,
+           name=None):
+    return scan(fn, sequences=sequences, outputs_info=outputs_info,
+                non_sequences=non_sequences, go_backwards=go_backwards, mode=mode, name=name,
+                _keep_last=True)
+
+
+def foldl(fn, sequences, outputs_info, non_sequences=None, mode=None, name=None):
+    return reduce(fn, sequences, outputs_info, non_sequences, go_backwards=False, mode=mode,
+                  name=name)
+
+
+def foldr(fn, sequences, outputs_info, non_sequences=None, mode=None, name=None):
+    return reduce(fn, sequences, outputs_info, non_sequences, go_backwards=True, mode=mode,
+                  name=name)

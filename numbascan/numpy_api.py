@@ -1,0 +1,406 @@
+"""Stage: tracing — NumPy's API on tracers, expressed in primitives.
+
+`apply_ufunc` and `apply_function` receive what `Tracer.__array_ufunc__` and
+`__array_function__` see. Composite functions (mean, clip, dot, tensordot, stack, squeeze,
+logsumexp, ...) are rewritten here into the small primitive set of `primitives.py`, so that the
+code generators and derivative rules only ever see primitives.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .trace import Tracer, TracingError, bind
+
+UFUNC_ALIASES = {"divide": "true_divide", "abs": "absolute", "fabs": "absolute",
+                 "mod": "remainder", "conjugate": None}
+
+
+def _prim_for_ufunc(ufunc):
+    from .primitives import TABLE
+    name = UFUNC_ALIASES.get(ufunc.__name__, ufunc.__name__)
+    if name == "matmul":
+        return "matmul"
+    if name in TABLE and TABLE[name].kind == "elementwise":
+        return name
+    return None
+
+
+def apply_ufunc(ufunc, method, inputs, kwargs):
+    kwargs = dict(kwargs)
+    dtype = kwargs.pop("dtype", None)
+    if kwargs.pop("out", None) is not None or method != "__call__" or kwargs:
+        raise TracingError(f"np.{ufunc.__name__}.{method} with {sorted(kwargs) or 'out='}",
+                           "only plain calls of ufuncs are supported")
+    prim = _prim_for_ufunc(ufunc)
+    if prim is None:
+        raise TracingError(f"np.{ufunc.__name__}")
+    if prim == "matmul":
+        return matmul(*inputs)
+    if prim in ("logical_and", "logical_or", "logical_xor", "logical_not"):
+        inputs = [_as_bool(x) for x in inputs]
+    out = bind(prim, inputs)
+    return astype(out, dtype) if dtype is not None else out
+
+
+def _as_bool(x):
+    if isinstance(x, Tracer) and x.dtype != np.bool_:
+        return bind("not_equal", [x, 0])
+    return x
+
+
+def astype(x, dtype):
+    dtype = np.dtype(dtype)
+    if not isinstance(x, Tracer):
+        return np.asarray(x).astype(dtype)
+    if x.dtype == dtype:
+        return x
+    if dtype.kind not in "biuf":
+        raise TracingError(f".astype({dtype})", "only bool, integer and float dtypes")
+    return bind("convert", [x], dtype=dtype)
+
+
+def _shape(x):
+    return x.shape if isinstance(x, Tracer) else np.shape(x)
+
+
+def _ndim(x):
+    return len(_shape(x))
+
+
+def _norm_axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    out = []
+    for a in axes:
+        a = int(a)
+        if not -ndim <= a < max(ndim, 1):
+            raise np.exceptions.AxisError(a, ndim)
+        out.append(a % ndim if ndim else 0)
+    return tuple(sorted(set(out)))
+
+
+# -- reductions -----------------------------------------------------------------------------------
+
+def _reduce(prim, x, axis=None, keepdims=False, dtype=None, **unsupported):
+    _reject(prim, unsupported)
+    if dtype is not None:
+        x = astype(x, dtype)
+    if _ndim(x) == 0:
+        return x if prim in ("reduce_sum", "reduce_prod", "reduce_max", "reduce_min") \
+            else bind("not_equal", [x, 0])
+    return bind(prim, [x], axes=_norm_axes(axis, _ndim(x)), keepdims=bool(keepdims))
+
+
+def _reject(name, unsupported):
+    unsupported = {k: v for k, v in unsupported.items() if v is not None and k != "initial"
+                   and v is not np._NoValue}
+    if unsupported:
+        raise TracingError(f"{name} with {sorted(unsupported)}")
+
+
+def mean(x, axis=None, dtype=None, keepdims=False, **unsupported):
+    _reject("np.mean", unsupported)
+    x = astype(x, dtype) if dtype is not None else x
+    if x.dtype.kind in "biu":
+        x = astype(x, np.float64)
+    axes = _norm_axes(axis, _ndim(x))
+    count = int(np.prod([x.shape[a] for a in axes])) if x.ndim else 1
+    return np.true_divide(_reduce("reduce_sum", x, axis, keepdims), count)
+
+
+def _arg(prim, x, axis=None, keepdims=False, **unsupported):
+    _reject(prim, unsupported)
+    if axis is None:
+        flat = np.reshape(x, (-1,))
+        out = bind(prim, [flat], axis=0, keepdims=False)
+        return np.reshape(out, (1,) * x.ndim) if keepdims else out
+    return bind(prim, [x], axis=_norm_axes(axis, x.ndim)[0], keepdims=bool(keepdims))
+
+
+def cumsum(x, axis=None, dtype=None, **unsupported):
+    _reject("np.cumsum", unsupported)
+    if dtype is not None:
+        x = astype(x, dtype)
+    if axis is None:
+        x, axis = np.reshape(x, (-1,)), 0
+    return bind("cumsum", [x], axis=_norm_axes(axis, x.ndim)[0])
+
+
+def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
+    if b is not None or return_sign:
+        raise TracingError("scipy.special.logsumexp with b= or return_sign=")
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    s = np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True)) + m
+    return s if keepdims else np.squeeze(s, axis=axis) if axis is not None \
+        else np.reshape(s, ())
+
+
+# -- linear algebra -------------------------------------------------------------------------------
+
+def matmul(a, b):
+    na, nb = _ndim(a), _ndim(b)
+    if na == 0 or nb == 0:
+        raise ValueError("matmul: input operand does not have enough dimensions "
+                         "(use * for scalars)")
+    if na > 2 or nb > 2:
+        raise TracingError(f"matmul of {na}-d and {nb}-d arrays", "only 1-d and 2-d operands")
+    return bind("matmul", [a, b])
+
+
+def dot(a, b, out=None):
+    if out is not None:
+        raise TracingError("np.dot with out=")
+    if _ndim(a) == 0 or _ndim(b) == 0:
+        return np.multiply(a, b)
+    if _ndim(b) > 2:
+        return tensordot(a, b, axes=([_ndim(a) - 1], [_ndim(b) - 2]))
+    if _ndim(a) > 2:
+        return tensordot(a, b, axes=([_ndim(a) - 1], [0]))
+    return matmul(a, b)
+
+
+def inner(a, b):
+    if _ndim(a) == 0 or _ndim(b) == 0:
+        return np.multiply(a, b)
+    return tensordot(a, b, axes=([_ndim(a) - 1], [_ndim(b) - 1]))
+
+
+def outer(a, b, out=None):
+    return np.multiply(np.reshape(a, (-1, 1)), np.reshape(b, (1, -1)))
+
+
+def tensordot(a, b, axes=2):
+    na, nb = _ndim(a), _ndim(b)
+    if isinstance(axes, (int, np.integer)):
+        ax_a, ax_b = list(range(na - axes, na)), list(range(axes))
+    else:
+        ax_a, ax_b = axes
+        ax_a = [ax_a] if isinstance(ax_a, (int, np.integer)) else list(ax_a)
+        ax_b = [ax_b] if isinstance(ax_b, (int, np.integer)) else list(ax_b)
+    ax_a = [x % na for x in ax_a]
+    ax_b = [x % nb for x in ax_b]
+    sa, sb = _shape(a), _shape(b)
+    for i, j in zip(ax_a, ax_b):
+        if sa[i] != sb[j]:
+            raise ValueError(f"tensordot: shape mismatch for sum: {sa[i]} vs {sb[j]}")
+    free_a = [i for i in range(na) if i not in ax_a]
+    free_b = [i for i in range(nb) if i not in ax_b]
+    k = int(np.prod([sa[i] for i in ax_a]))
+    at = np.reshape(np.transpose(a, free_a + ax_a), (-1, k))
+    bt = np.reshape(np.transpose(b, ax_b + free_b), (k, -1))
+    out = matmul(at, bt)
+    return np.reshape(out, tuple(sa[i] for i in free_a) + tuple(sb[i] for i in free_b))
+
+
+# -- shape manipulation ---------------------------------------------------------------------------
+
+def reshape(x, shape=None, order="C", newshape=None, copy=None):
+    shape = newshape if shape is None else shape
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    shape = tuple(int(s) for s in shape)
+    size = int(np.prod(_shape(x)))
+    if shape.count(-1) == 1:
+        rest = int(np.prod([s for s in shape if s != -1]))
+        shape = tuple(size // rest if s == -1 else s for s in shape)
+    if int(np.prod(shape)) != size:
+        raise ValueError(f"cannot reshape array of shape {_shape(x)} into shape {shape}")
+    if shape == tuple(_shape(x)):
+        return x
+    return bind("reshape", [x], shape=shape)
+
+
+def transpose(x, axes=None):
+    n = _ndim(x)
+    axes = tuple(reversed(range(n))) if axes is None else tuple(int(a) % n for a in axes)
+    if axes == tuple(range(n)):
+        return x
+    return bind("transpose", [x], axes=axes)
+
+
+def swapaxes(x, a, b):
+    axes = list(range(_ndim(x)))
+    axes[a], axes[b] = axes[b], axes[a]
+    return transpose(x, axes)
+
+
+def expand_dims(x, axis):
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    n = _ndim(x) + len(axes)
+    axes = sorted(a % n for a in axes)
+    shape = list(_shape(x))
+    for a in axes:
+        shape.insert(a, 1)
+    return reshape(x, tuple(shape))
+
+
+def squeeze(x, axis=None):
+    shape = _shape(x)
+    if axis is None:
+        axes = [i for i, s in enumerate(shape) if s == 1]
+    else:
+        axes = list(_norm_axes(axis, len(shape)))
+        for a in axes:
+            if shape[a] != 1:
+                raise ValueError(f"cannot select an axis to squeeze out which has size not equal "
+                                 f"to one (axis {a} has size {shape[a]})")
+    return reshape(x, tuple(s for i, s in enumerate(shape) if i not in axes))
+
+
+def ravel(x, order="C"):
+    return reshape(x, (-1,))
+
+
+def broadcast_to(x, shape, subok=False):
+    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+    if tuple(_shape(x)) == shape:
+        return x
+    return bind("broadcast_to", [x], shape=shape)
+
+
+def concatenate(arrays, axis=0, out=None, dtype=None, casting=None):
+    arrays = list(arrays)
+    if axis is None:
+        arrays, axis = [ravel(a) for a in arrays], 0
+    nd = _ndim(arrays[0])
+    if nd == 0:
+        raise ValueError("zero-dimensional arrays cannot be concatenated")
+    out = bind("concatenate", arrays, axis=int(axis) % nd)
+    return astype(out, dtype) if dtype is not None else out
+
+
+def stack(arrays, axis=0, out=None, dtype=None, casting=None):
+    arrays = list(arrays)
+    nd = _ndim(arrays[0]) + 1
+    axis = int(axis) % nd
+    return concatenate([expand_dims(a, axis) for a in arrays], axis=axis, dtype=dtype)
+
+
+def where(cond, x=None, y=None):
+    if x is None or y is None:
+        raise TracingError("np.where with one argument", "it has a data-dependent shape")
+    return bind("where", [_as_bool(cond), x, y])
+
+
+def clip(a, a_min=None, a_max=None, out=None, **kw):
+    if a_min is not None:
+        a = np.maximum(a, a_min)
+    if a_max is not None:
+        a = np.minimum(a, a_max)
+    return a
+
+
+def _like(fill):
+    def like(a, dtype=None, order="K", subok=True, shape=None, device=None, *args):
+        return np.full(_shape(a) if shape is None else shape, fill,
+                       dtype=a.dtype if dtype is None else dtype)
+    return like
+
+
+def full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None, device=None):
+    if isinstance(fill_value, Tracer):
+        return broadcast_to(astype(fill_value, dtype or a.dtype), _shape(a))
+    return np.full(_shape(a) if shape is None else shape, fill_value,
+                   dtype=a.dtype if dtype is None else dtype)
+
+
+def round_(a, decimals=0, out=None):
+    raise TracingError("np.round")
+
+
+HANDLERS = {
+    np.sum: lambda a, axis=None, dtype=None, out=None, keepdims=False, **k:
+        _reduce("reduce_sum", a, axis, keepdims, dtype, out=out, **k),
+    np.prod: lambda a, axis=None, dtype=None, out=None, keepdims=False, **k:
+        _reduce("reduce_prod", a, axis, keepdims, dtype, out=out, **k),
+    np.max: lambda a, axis=None, out=None, keepdims=False, **k:
+        _reduce("reduce_max", a, axis, keepdims, out=out, **k),
+    np.min: lambda a, axis=None, out=None, keepdims=False, **k:
+        _reduce("reduce_min", a, axis, keepdims, out=out, **k),
+    np.all: lambda a, axis=None, out=None, keepdims=False, **k:
+        _reduce("reduce_all", a, axis, keepdims, out=out, **k),
+    np.any: lambda a, axis=None, out=None, keepdims=False, **k:
+        _reduce("reduce_any", a, axis, keepdims, out=out, **k),
+    np.mean: mean,
+    np.argmax: lambda a, axis=None, out=None, keepdims=False: _arg("argmax", a, axis, keepdims),
+    np.argmin: lambda a, axis=None, out=None, keepdims=False: _arg("argmin", a, axis, keepdims),
+    np.cumsum: cumsum,
+    np.dot: dot, np.inner: inner, np.outer: outer, np.tensordot: tensordot,
+    np.matmul: matmul,
+    np.reshape: reshape, np.transpose: transpose, np.swapaxes: swapaxes,
+    np.expand_dims: expand_dims, np.squeeze: squeeze, np.ravel: ravel,
+    np.broadcast_to: broadcast_to, np.concatenate: concatenate, np.stack: stack,
+    np.where: where, np.clip: clip,
+    np.zeros_like: _like(0), np.ones_like: _like(1), np.empty_like: _like(0),
+    np.full_like: full_like,
+    np.copy: lambda a, order="K", subok=False: a,
+    np.shape: _shape, np.ndim: _ndim, np.size: lambda a, axis=None: int(np.prod(_shape(a))),
+    np.round: round_,
+}
+for _name in ("amax", "amin"):
+    if hasattr(np, _name):
+        HANDLERS[getattr(np, _name)] = HANDLERS[np.max if _name == "amax" else np.min]
+
+
+def apply_function(func, args, kwargs):
+    handler = HANDLERS.get(func)
+    if handler is None:
+        mod = getattr(func, "__module__", "numpy") or "numpy"
+        prefix = "np." if mod.startswith("numpy") else mod + "."
+        sub = mod.split(".")[1] + "." if mod.startswith("numpy.") and mod.split(".")[1] \
+            not in ("_core", "core", "lib", "fromnumeric") else ""
+        raise TracingError(f"{prefix}{sub}{func.__name__}")
+    return handler(*args, **kwargs)
+
+
+# -- indexing -------------------------------------------------------------------------------------
+
+def getitem(x, key):
+    if not isinstance(key, tuple):
+        key = (key,)
+    shape = x.shape
+    n_consumed = sum(1 for k in key if k is not None and k is not Ellipsis)
+    if n_consumed > len(shape):
+        raise IndexError(f"too many indices for array: array is {len(shape)}-dimensional, "
+                         f"but {n_consumed} were indexed")
+    if any(k is Ellipsis for k in key):
+        i = next(i for i, k in enumerate(key) if k is Ellipsis)
+        key = key[:i] + (slice(None),) * (len(shape) - n_consumed) + key[i + 1:]
+    spec, dyn, final_shape, axis = [], [], [], 0
+    for k in key:
+        if k is None:
+            final_shape.append(1)
+            continue
+        dim = shape[axis]
+        if isinstance(k, Tracer):
+            if k.ndim != 0 or k.dtype.kind not in "iu":
+                raise TracingError(f"indexing by a traced {k.dtype} array of shape {k.shape}",
+                                   "only scalar integer indices may be traced values")
+            spec.append(("dyn", dim))
+            dyn.append(k)
+        elif isinstance(k, (bool, np.bool_)) or (isinstance(k, (list, np.ndarray))):
+            raise TracingError("fancy or boolean-mask indexing of a traced value",
+                               "use integer scalars, slices, np.where or np.take-free forms")
+        elif isinstance(k, slice):
+            start, stop, step = k.indices(dim)
+            length = len(range(start, stop, step))
+            spec.append(("slice", start, step, length))
+            final_shape.append(length)
+        else:
+            k = int(k)
+            if not -dim <= k < dim:
+                raise IndexError(f"index {k} is out of bounds for axis {axis} with size {dim}")
+            spec.append(("int", k % dim))
+        axis += 1
+    final_shape += list(shape[axis:])
+    while spec and spec[-1] == ("slice", 0, 1, shape[len(spec) - 1]):
+        spec.pop()
+    if not spec:
+        out = x
+    else:
+        out = bind("index", [x, *dyn], spec=tuple(spec))
+    return reshape(out, tuple(final_shape))
+

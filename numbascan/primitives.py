@@ -1,0 +1,127 @@
+"""Stage: primitives — the closed set of operations the IR may contain.
+
+Each primitive has a NumPy implementation (`impl`, used by the interpreter and for shape and
+dtype inference on dummy values) and a kind that tells the code generators how to render it.
+Elementwise primitives also carry `scalar`, a template over scalar operands `{0}, {1}, ...`
+that the CPU and CUDA renderers wrap in loop nests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import scipy.special as sps
+
+
+@dataclass(frozen=True)
+class Primitive:
+    name: str
+    kind: str                      # "elementwise" | "reduce" | "structural" | "special"
+    impl: Callable
+    scalar: Optional[str] = None   # elementwise only
+    abstract: Optional[Callable] = None
+
+
+TABLE: dict[str, Primitive] = {}
+
+
+def _def(name, kind, impl, scalar=None, abstract=None):
+    TABLE[name] = Primitive(name, kind, impl, scalar, abstract)
+
+
+# elementwise: name -> scalar template (NumPy ufunc of the same name is the implementation)
+UNARY = {
+    "negative": "(-{0})", "absolute": "np.abs({0})", "exp": "np.exp({0})", "expm1": "np.expm1({0})",
+    "log": "np.log({0})", "log1p": "np.log1p({0})", "sqrt": "np.sqrt({0})", "square": "({0} * {0})",
+    "sin": "np.sin({0})", "cos": "np.cos({0})", "tan": "np.tan({0})", "arcsin": "np.arcsin({0})",
+    "arccos": "np.arccos({0})", "arctan": "np.arctan({0})", "sinh": "np.sinh({0})",
+    "cosh": "np.cosh({0})", "tanh": "np.tanh({0})", "arcsinh": "np.arcsinh({0})",
+    "arccosh": "np.arccosh({0})", "arctanh": "np.arctanh({0})", "sign": "np.sign({0})",
+    "floor": "np.floor({0})", "ceil": "np.ceil({0})", "logical_not": "(not {0})",
+    "invert": "(~{0})", "isnan": "np.isnan({0})", "isfinite": "np.isfinite({0})",
+    "reciprocal": "(1.0 / {0})",
+}
+BINARY = {
+    "add": "({0} + {1})", "subtract": "({0} - {1})", "multiply": "({0} * {1})",
+    "true_divide": "({0} / {1})", "floor_divide": "np.floor_divide({0}, {1})",
+    "power": "({0} ** {1})", "remainder": "np.remainder({0}, {1})",
+    "maximum": "np.maximum({0}, {1})", "minimum": "np.minimum({0}, {1})",
+    "arctan2": "np.arctan2({0}, {1})", "equal": "({0} == {1})", "not_equal": "({0} != {1})",
+    "less": "({0} < {1})", "less_equal": "({0} <= {1})", "greater": "({0} > {1})",
+    "greater_equal": "({0} >= {1})", "logical_and": "({0} and {1})", "logical_or": "({0} or {1})",
+    "logical_xor": "({0} != {1})", "bitwise_and": "({0} & {1})", "bitwise_or": "({0} | {1})",
+    "bitwise_xor": "({0} ^ {1})",
+}
+SPECIAL_UNARY = {  # scipy.special ufuncs
+    "expit": (sps.expit, "(1.0 / (1.0 + np.exp(-{0})))"),
+    "logit": (sps.logit, "np.log({0} / (1.0 - {0}))"),
+    "erf": (sps.erf, "math.erf({0})"),
+}
+
+for _n, _t in {**UNARY, **BINARY}.items():
+    _def(_n, "elementwise", getattr(np, _n), _t)
+for _n, (_f, _t) in SPECIAL_UNARY.items():
+    _def(_n, "elementwise", _f, _t)
+_def("where", "elementwise", np.where, "({1} if {0} else {2})")
+_def("convert", "elementwise", lambda x, dtype: np.asarray(x).astype(dtype), None)
+
+# reductions over `axes` (a tuple), with keepdims
+REDUCE = {
+    "reduce_sum": (np.sum, "{acc} + {x}", "0"),
+    "reduce_prod": (np.prod, "{acc} * {x}", "1"),
+    "reduce_max": (np.max, "np.maximum({acc}, {x})", None),
+    "reduce_min": (np.min, "np.minimum({acc}, {x})", None),
+    "reduce_all": (np.all, "{acc} and {x} != 0", "True"),
+    "reduce_any": (np.any, "{acc} or {x} != 0", "False"),
+}
+for _n, (_f, _t, _init) in REDUCE.items():
+    _def(_n, "reduce", (lambda f: lambda x, axes, keepdims: np.asarray(f(x, axis=axes, keepdims=keepdims)))(_f))
+
+_def("argmax", "reduce", lambda x, axis, keepdims: np.asarray(np.argmax(x, axis=axis, keepdims=keepdims)))
+_def("argmin", "reduce", lambda x, axis, keepdims: np.asarray(np.argmin(x, axis=axis, keepdims=keepdims)))
+_def("cumsum", "structural", lambda x, axis: np.cumsum(x, axis=axis))
+_def("matmul", "structural", lambda a, b: np.asarray(np.matmul(a, b)))
+_def("reshape", "structural", lambda x, shape: np.reshape(x, shape))
+_def("transpose", "structural", lambda x, axes: np.transpose(x, axes))
+_def("broadcast_to", "structural", lambda x, shape: np.broadcast_to(x, shape).copy())
+_def("concatenate", "structural", lambda *xs, axis: np.concatenate(xs, axis=axis))
+
+
+def index_tuple(spec, dyn):
+    """spec: one entry per leading axis: ("int", k) | ("slice", start, step, length) | ("dyn", dim)."""
+    it = iter(dyn)
+    out = []
+    for s in spec:
+        if s[0] == "int":
+            out.append(s[1])
+        elif s[0] == "slice":
+            start, step, length = s[1:]
+            stop = start + step * length
+            out.append(slice(start, stop if stop >= 0 else None, step))
+        else:
+            out.append(int(next(it)))
+    return tuple(out)
+
+
+_def("index", "structural", lambda x, *dyn, spec: np.asarray(x[index_tuple(spec, dyn)]).copy())
+
+
+def abstract_eval(prim: str, inputs, params):
+    """Output (dtype, shape) pairs, found by running the NumPy implementation on dummies."""
+    p = TABLE[prim]
+    if p.abstract is not None:
+        return p.abstract(inputs, **params)
+    dummies = []
+    for v in inputs:
+        if hasattr(v, "value"):          # Lit: keep its Python type for NEP 50 promotion
+            dummies.append(v.value)
+        elif prim == "index" and dummies:
+            dummies.append(0)
+        else:
+            dummies.append(np.ones(v.shape, v.dtype))
+    with np.errstate(all="ignore"):
+        out = p.impl(*dummies, **params)
+    outs = out if isinstance(out, tuple) else (out,)
+    return [(np.asarray(o).dtype, np.shape(o)) for o in outs]

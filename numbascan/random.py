@@ -1,0 +1,333 @@
+"""Counter-based random numbers: Philox4x32-10 and the distributions built on it.
+
+Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3",
+SC'11; the Random123 library) maps a 128-bit counter and a 64-bit key to 128
+random bits.  Nothing is stored between calls, so the same (key, counter) gives
+the same bits in every execution mode: compiled CPU code, GPU code and the
+plain-Python reference mode.
+
+Counter layout (the invariant every mode relies on)
+---------------------------------------------------
+A stream is a 64-bit ``key`` plus a running 64-bit counter ``c``.  One Philox
+call uses the block counter ``(c_lo, c_hi, 0, 0)`` and the key ``(k_lo, k_hi)``.
+A draw of ``N`` elements whose first counter is ``base`` gives element ``i``
+the counters ``base + i * width`` .. ``base + i * width + width - 1`` and
+advances the stream by ``N * width``, where ``width`` is 1 for uniform and
+normal and ``n`` for binomial(n, p).  Element ``i`` therefore depends only on
+(key, base, i), never on the order in which elements are computed.
+
+Two bit-identical implementations are provided:
+
+* scalar functions (``*_scalar``) written in the subset of Python that
+  ``numba.njit`` compiles, with compiled versions (``*_nb``) for generated code;
+* :func:`draw_numpy`, vectorised over counters, for the reference mode.  It
+  needs no compilation.  ``log`` and ``cos`` are evaluated with the ``math``
+  module (the C library, like compiled code) and not with NumPy's SIMD
+  versions, which may differ in the last bit.
+"""
+
+import math
+import numbers
+import operator
+
+import numba
+import numpy as np
+from numba.extending import register_jitable
+
+__all__ = [
+    "philox4x32_10", "philox4x32_scalar", "philox4x32_nb", "philox4x32_numpy",
+    "uniform_scalar", "normal_scalar", "binomial_scalar",
+    "uniform_nb", "normal_nb", "binomial_nb",
+    "draw_numpy", "counters_used", "splitmix64",
+    "RandomStreams", "KINDS",
+]
+
+KINDS = ("uniform", "normal", "binomial")
+
+# Philox4x32 constants (Random123).
+_M0 = np.uint64(0xD2511F53)
+_M1 = np.uint64(0xCD9E8D57)
+_W0 = np.uint64(0x9E3779B9)
+_W1 = np.uint64(0xBB67AE85)
+_MASK32 = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+_S11 = np.uint64(11)
+_TWO_M53 = 2.0 ** -53
+_TWO_PI = 2.0 * math.pi
+
+
+# ---------------------------------------------------------------------------
+# Scalar kernels (plain Python; numba.njit compiles them unchanged)
+# ---------------------------------------------------------------------------
+# register_jitable keeps a helper a plain Python function and also lets
+# njit-compiled code call it.
+
+@register_jitable
+def philox4x32_10(x0, x1, x2, x3, k0, k1):
+    """The Philox4x32-10 bijection on four 32-bit words under a two-word key.
+
+    Arguments are uint64 holding 32-bit values, scalars or arrays alike (only
+    operators are used, so NumPy arrays work as well as njit scalars).
+    """
+    for _ in range(10):
+        p0 = _M0 * x0                       # 32 x 32 -> 64 bits: no overflow
+        p1 = _M1 * x2
+        x0, x1, x2, x3 = ((p1 >> _S32) ^ x1 ^ k0, p1 & _MASK32,
+                          (p0 >> _S32) ^ x3 ^ k1, p0 & _MASK32)
+        k0 = (k0 + _W0) & _MASK32
+        k1 = (k1 + _W1) & _MASK32
+    return x0, x1, x2, x3
+
+
+@register_jitable
+def philox4x32_scalar(key, counter):
+    """Philox4x32-10 of counter ``(c_lo, c_hi, 0, 0)`` under key ``(k_lo, k_hi)``.
+
+    ``key`` and ``counter`` are uint64; returns four uint64 words, each < 2**32.
+    """
+    key = np.uint64(key)
+    counter = np.uint64(counter)
+    zero = np.uint64(0)
+    return philox4x32_10(counter & _MASK32, counter >> _S32, zero, zero,
+                         key & _MASK32, key >> _S32)
+
+
+@register_jitable
+def _unit_scalar(hi, lo):
+    """53 random bits from two 32-bit words, as a float64 in [0, 1)."""
+    return np.float64(((hi << _S32) | lo) >> _S11) * _TWO_M53
+
+
+def uniform_scalar(key, counter, low, high):
+    """Uniform on [low, high) from one counter."""
+    w0, w1, w2, w3 = philox4x32_scalar(key, counter)
+    u = _unit_scalar(w0, w1)
+    return low + (high - low) * u
+
+
+def normal_scalar(key, counter, avg, std):
+    """Normal(avg, std) from one counter (Box-Muller, cosine branch)."""
+    w0, w1, w2, w3 = philox4x32_scalar(key, counter)
+    u1 = _unit_scalar(w0, w1)
+    u2 = _unit_scalar(w2, w3)
+    z = math.sqrt(-2.0 * math.log(1.0 - u1)) * math.cos(_TWO_PI * u2)
+    return avg + std * z
+
+
+def binomial_scalar(key, counter, n, p):
+    """Binomial(n, p) from counters ``counter .. counter + n - 1`` (int64)."""
+    counter = np.uint64(counter)
+    count = 0
+    for j in range(n):
+        w0, w1, w2, w3 = philox4x32_scalar(key, counter + np.uint64(j))
+        if _unit_scalar(w0, w1) < p:
+            count += 1
+    return np.int64(count)
+
+
+# Compiled versions, for generated njit code (wrapped there with inline='never').
+_njit = numba.njit(cache=True)
+philox4x32_nb = _njit(philox4x32_scalar)
+uniform_nb = _njit(uniform_scalar)
+normal_nb = _njit(normal_scalar)
+binomial_nb = _njit(binomial_scalar)
+
+
+# ---------------------------------------------------------------------------
+# Vectorised NumPy kernels (reference mode; no compilation)
+# ---------------------------------------------------------------------------
+
+def philox4x32_numpy(key, counters):
+    """Philox4x32-10 over an array of uint64 counters; four uint64 word arrays."""
+    key = np.uint64(key)
+    counters = np.asarray(counters, dtype=np.uint64)
+    zero = np.zeros_like(counters)
+    return philox4x32_10(counters & _MASK32, counters >> _S32, zero, zero,
+                         key & _MASK32, key >> _S32)
+
+
+def _unit_numpy(hi, lo):
+    return (((hi << _S32) | lo) >> _S11).astype(np.float64) * _TWO_M53
+
+
+def _libm(fn, x):
+    """Apply a ``math`` function element-wise (C library results, as compiled code)."""
+    return np.fromiter(map(fn, x.tolist()), dtype=np.float64, count=x.size)
+
+
+def _counters(base, count, width):
+    base = np.uint64(int(base) % 2 ** 64)
+    with np.errstate(over="ignore"):
+        return base + np.arange(count, dtype=np.uint64) * np.uint64(width)
+
+
+def _uniform_numpy(key, counters, low, high):
+    w0, w1, _, _ = philox4x32_numpy(key, counters)
+    return low + (high - low) * _unit_numpy(w0, w1)
+
+
+def _normal_numpy(key, counters, avg, std):
+    w0, w1, w2, w3 = philox4x32_numpy(key, counters)
+    u1 = _unit_numpy(w0, w1)
+    u2 = _unit_numpy(w2, w3)
+    r = np.sqrt(-2.0 * _libm(math.log, 1.0 - u1))
+    return avg + std * (r * _libm(math.cos, _TWO_PI * u2))
+
+
+def _binomial_numpy(key, counters, n, p):
+    count = np.zeros(counters.shape, dtype=np.int64)
+    with np.errstate(over="ignore"):
+        for j in range(n):  # one pass per trial keeps memory at O(size)
+            w0, w1, _, _ = philox4x32_numpy(key, counters + np.uint64(j))
+            count += _unit_numpy(w0, w1) < p
+    return count
+
+
+def _width(kind, params):
+    if kind in ("uniform", "normal"):
+        return 1
+    if kind == "binomial":
+        return int(params[0])
+    raise ValueError(f"kind: expected one of {KINDS}, found {kind!r}")
+
+
+def counters_used(kind, size, params):
+    """Number of counters a draw of ``kind`` with this size and params consumes."""
+    return math.prod(_normalize_size(size)) * _width(kind, params)
+
+
+def draw_numpy(key, base, kind, size, params):
+    """Draw ``kind`` with shape ``size`` from counters starting at ``base``.
+
+    ``params`` is ``(low, high)``, ``(avg, std)`` or ``(n, p)``.  Returns a
+    float64 array (uniform, normal) or an int64 array (binomial).
+    """
+    size = _normalize_size(size)
+    width = _width(kind, params)
+    counters = _counters(base, math.prod(size), width)
+    if kind == "uniform":
+        out = _uniform_numpy(key, counters, float(params[0]), float(params[1]))
+    elif kind == "normal":
+        out = _normal_numpy(key, counters, float(params[0]), float(params[1]))
+    else:
+        out = _binomial_numpy(key, counters, width, float(params[1]))
+    return out.reshape(size)
+
+
+# ---------------------------------------------------------------------------
+# Streams
+# ---------------------------------------------------------------------------
+
+_MASK64 = 2 ** 64 - 1
+
+
+def splitmix64(x):
+    """SplitMix64 output for state ``x`` (Python ints): nearby seeds, unrelated keys."""
+    z = (int(x) + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _normalize_size(size):
+    """``size`` as a tuple of non-negative Python ints."""
+    if isinstance(size, (tuple, list)):
+        dims = size
+    else:
+        dims = (size,)
+    out = []
+    for d in dims:
+        try:
+            d = operator.index(d)
+        except TypeError:
+            raise TypeError(
+                f"size: expected an int or a tuple of ints, found {size!r}") from None
+        if d < 0:
+            raise ValueError(
+                f"size: expected non-negative dimensions, found {tuple(dims)!r}")
+        out.append(d)
+    return tuple(out)
+
+
+def _is_number(x):
+    return isinstance(x, numbers.Real) or (
+        isinstance(x, np.ndarray) and x.ndim == 0 and x.dtype.kind in "biuf")
+
+
+def _check_params(kind, params):
+    """Validate and convert numeric params; other objects (traced values) pass through."""
+    if kind == "binomial":
+        n, p = params
+        if _is_number(n):
+            if np.asarray(n).dtype.kind not in "iu":
+                raise TypeError(f"binomial n: expected an integer, found {n!r}")
+            n = int(n)
+            if n < 0:
+                raise ValueError(f"binomial n: expected n >= 0, found {n}")
+        if _is_number(p):
+            p = float(p)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"binomial p: expected 0 <= p <= 1, found {p}")
+        return (n, p)
+    a, b = (float(x) if _is_number(x) else x for x in params)
+    if kind == "normal" and isinstance(b, float) and not b >= 0.0:
+        raise ValueError(f"normal std: expected std >= 0, found {b}")
+    return (a, b)
+
+
+_PARAM_NAMES = {"uniform": ("low", "high"), "normal": ("avg", "std"),
+                "binomial": ("n", "p")}
+
+# Installed by the tracing stage: called as hook(stream, kind, size, params)
+# before every draw; a result other than NotImplemented is returned instead.
+traced_draw_hook = None
+
+
+class RandomStreams:
+    """A seeded stream of Philox random numbers that advances after each draw.
+
+    ``key`` is ``splitmix64(seed)`` as a uint64; ``counter`` (a Python int) is
+    the first counter of the next draw.
+    """
+
+    def __init__(self, seed):
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"seed: expected an integer, found {seed!r}")
+        seed = int(seed)
+        if not 0 <= seed <= _MASK64:
+            raise ValueError(f"seed: expected 0 <= seed < 2**64, found {seed}")
+        self.seed = seed
+        self.key = np.uint64(splitmix64(seed))
+        self.counter = 0
+
+    def __repr__(self):
+        return f"RandomStreams(seed={self.seed}, counter={self.counter})"
+
+    def _draw(self, kind, size, params):
+        size = _normalize_size(size)
+        params = _check_params(kind, params)
+        hook = traced_draw_hook
+        if hook is not None:
+            result = hook(self, kind, size, params)
+            if result is not NotImplemented:
+                return result
+        for name, x in zip(_PARAM_NAMES[kind], params):
+            if not _is_number(x):
+                raise TypeError(
+                    f"{kind} {name}: expected a number outside a traced step, found {x!r}")
+        out = draw_numpy(self.key, self.counter, kind, size, params)
+        self.counter += counters_used(kind, size, params)
+        return np.asarray(out)
+
+    def uniform(self, size=(), low=0.0, high=1.0):
+        """Uniform float64 numbers on [low, high)."""
+        return self._draw("uniform", size, (low, high))
+
+    def normal(self, size=(), avg=0.0, std=1.0):
+        """Normal float64 numbers with mean ``avg`` and standard deviation ``std``."""
+        return self._draw("normal", size, (avg, std))
+
+    def binomial(self, size=(), n=1, p=0.5):
+        """Binomial int64 counts of ``n`` trials with success probability ``p``."""
+        return self._draw("binomial", size, (n, p))
+

@@ -1,0 +1,266 @@
+"""Tests for the counter-based random stage (numbascan.random)."""
+
+import numpy as np
+import pytest
+
+from numbascan import random as nr
+
+U = np.uint64
+
+
+# Known-answer vectors from Random123 (kat_vectors, philox4x32 10):
+# counter words, key words, expected output words.
+KAT = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+
+@pytest.mark.parametrize("ctr, key, expected", KAT)
+def test_known_answer_core(ctr, key, expected):
+    out = nr.philox4x32_10(*map(U, ctr), *map(U, key))
+    assert tuple(int(w) for w in out) == expected
+    # the same core over arrays (the reference-mode path)
+    arrs = [np.full(3, c, dtype=np.uint64) for c in ctr]
+    out = nr.philox4x32_10(*arrs, *map(U, key))
+    for w, e in zip(out, expected):
+        assert w.dtype == np.uint64 and (w == e).all()
+
+
+def test_known_answer_counter_layout():
+    # counter (c_lo, c_hi, 0, 0), key (k_lo, k_hi): all zero is the first vector
+    expected = KAT[0][2]
+    assert tuple(int(w) for w in nr.philox4x32_scalar(0, 0)) == expected
+    assert tuple(int(w) for w in nr.philox4x32_nb(U(0), U(0))) == expected
+    got = nr.philox4x32_numpy(0, np.zeros(1, dtype=np.uint64))
+    assert tuple(int(w[0]) for w in got) == expected
+
+
+def test_counter_and_key_word_order():
+    # c = c_hi << 32 | c_lo and k = k_hi << 32 | k_lo feed the core as (c_lo, c_hi, 0, 0)
+    c, k = 0x0123456789ABCDEF, 0xFEDCBA9876543210
+    direct = nr.philox4x32_10(U(c & 0xFFFFFFFF), U(c >> 32), U(0), U(0),
+                              U(k & 0xFFFFFFFF), U(k >> 32))
+    assert nr.philox4x32_scalar(k, c) == direct
+    assert tuple(nr.philox4x32_nb(U(k), U(c))) == direct
+
+
+# ---------------------------------------------------------------------------
+# njit scalar == numpy vectorised, bit for bit
+# ---------------------------------------------------------------------------
+
+def _fresh_cases(seed, n_keys=3):
+    rng = np.random.default_rng(seed)
+    keys = [int(k) for k in rng.integers(0, 2**64, size=n_keys, dtype=np.uint64)]
+    bases = [0, int(rng.integers(0, 2**32)), 2**32 - 3,
+             int(rng.integers(2**32, 2**63)), 2**64 - 5]  # last one wraps around
+    return [(k, b) for k in keys for b in bases]
+
+
+def test_philox_nb_equals_numpy():
+    for key, base in _fresh_cases(1):
+        counters = nr._counters(base, 64, 1)
+        vec = nr.philox4x32_numpy(key, counters)
+        for i, c in enumerate(counters):
+            assert tuple(nr.philox4x32_nb(U(key), c)) == tuple(w[i] for w in vec)
+
+
+def _bits(a):
+    return np.asarray(a).view(np.int64)
+
+
+DISTS = [
+    ("uniform", (0.0, 1.0), lambda k, c, p: nr.uniform_nb(k, c, *p)),
+    ("uniform", (-3.5, 7.25), lambda k, c, p: nr.uniform_nb(k, c, *p)),
+    ("normal", (0.0, 1.0), lambda k, c, p: nr.normal_nb(k, c, *p)),
+    ("normal", (2.0, 0.3), lambda k, c, p: nr.normal_nb(k, c, *p)),
+    ("binomial", (1, 0.5), lambda k, c, p: nr.binomial_nb(k, c, *p)),
+    ("binomial", (7, 0.3), lambda k, c, p: nr.binomial_nb(k, c, *p)),
+    ("binomial", (0, 0.3), lambda k, c, p: nr.binomial_nb(k, c, *p)),
+]
+
+
+@pytest.mark.parametrize("kind, params, nb", DISTS)
+def test_distribution_nb_equals_numpy(kind, params, nb):
+    width = nr._width(kind, params)
+    for key, base in _fresh_cases(2):
+        ref = nr.draw_numpy(key, base, kind, (5, 8), params)
+        assert ref.shape == (5, 8)
+        assert ref.dtype == (np.int64 if kind == "binomial" else np.float64)
+        flat = ref.ravel()
+        got = np.array([nb(U(key), U((base + i * width) % 2**64), params)
+                        for i in range(flat.size)], dtype=flat.dtype)
+        assert (_bits(got) == _bits(flat)).all(), (kind, params, key, base)
+
+
+@pytest.mark.parametrize("kind, params", [("uniform", (1.0, 2.0)), ("normal", (0.5, 2.0)),
+                                          ("binomial", (5, 0.4))])
+def test_uncompiled_scalar_equals_numpy(kind, params):
+    fn = {"uniform": nr.uniform_scalar, "normal": nr.normal_scalar,
+          "binomial": nr.binomial_scalar}[kind]
+    width = nr._width(kind, params)
+    key, base = 0x1234_5678_9ABC_DEF0, 2**40 + 17
+    ref = nr.draw_numpy(key, base, kind, 20, params)
+    got = np.array([fn(U(key), U(base + i * width), *params) for i in range(20)],
+                   dtype=ref.dtype)
+    assert (_bits(got) == _bits(ref)).all()
+
+
+def test_binomial_matches_uniform_counters():
+    # binomial(n, p) element i counts uniforms at counters base + i*n + j below p
+    key, base, n, p = 99, 1000, 6, 0.45
+    b = nr.draw_numpy(key, base, "binomial", 10, (n, p))
+    u = nr.draw_numpy(key, base, "uniform", 10 * n, (0.0, 1.0)).reshape(10, n)
+    assert (b == (u < p).sum(axis=1)).all()
+
+
+def test_counters_used():
+    assert nr.counters_used("uniform", (3, 4), (0.0, 1.0)) == 12
+    assert nr.counters_used("normal", 5, (0.0, 1.0)) == 5
+    assert nr.counters_used("binomial", (2, 3), (10, 0.5)) == 60
+    assert nr.counters_used("uniform", (), (0.0, 1.0)) == 1
+    assert nr.counters_used("uniform", (0, 4), (0.0, 1.0)) == 0
+
+
+# ---------------------------------------------------------------------------
+# Statistical sanity (loose)
+# ---------------------------------------------------------------------------
+
+N = 100_000
+
+
+def test_uniform_moments():
+    x = nr.draw_numpy(7, 0, "uniform", N, (2.0, 5.0))
+    assert x.min() >= 2.0 and x.max() < 5.0
+    assert abs(x.mean() - 3.5) < 0.02
+    assert abs(x.var() - 9.0 / 12) < 0.02
+
+
+def test_normal_moments():
+    x = nr.draw_numpy(8, 123, "normal", N, (1.5, 2.0))
+    assert abs(x.mean() - 1.5) < 0.03
+    assert abs(x.std() - 2.0) < 0.03
+    z = (x - 1.5) / 2.0
+    assert abs((z ** 3).mean()) < 0.05 and abs((z ** 4).mean() - 3.0) < 0.1
+
+
+def test_binomial_moments():
+    x = nr.draw_numpy(9, 2**33, "binomial", N, (10, 0.3))
+    assert x.min() >= 0 and x.max() <= 10
+    assert abs(x.mean() - 3.0) < 0.03
+    assert abs(x.var() - 2.1) < 0.05
+    assert (nr.draw_numpy(9, 0, "binomial", 100, (4, 0.0)) == 0).all()
+    assert (nr.draw_numpy(9, 0, "binomial", 100, (4, 1.0)) == 4).all()
+
+
+# ---------------------------------------------------------------------------
+# RandomStreams
+# ---------------------------------------------------------------------------
+
+def test_streams_deterministic():
+    a, b = nr.RandomStreams(42), nr.RandomStreams(42)
+    for s in (a, b):
+        assert isinstance(s.key, np.uint64) and s.counter == 0
+    assert a.key == b.key
+    xa = [a.uniform((3,)), a.normal((2, 2)), a.binomial(4, n=3, p=0.2)]
+    xb = [b.uniform((3,)), b.normal((2, 2)), b.binomial(4, n=3, p=0.2)]
+    for u, v in zip(xa, xb):
+        assert u.dtype == v.dtype and (u == v).all()
+    assert a.counter == b.counter == 3 + 4 + 12
+
+
+def test_streams_advance_and_match_draw_numpy():
+    s = nr.RandomStreams(5)
+    first = s.uniform(4, low=-1.0, high=1.0)
+    assert s.counter == 4
+    second = s.uniform(4, low=-1.0, high=1.0)
+    assert s.counter == 8
+    assert not (first == second).any()
+    ref = nr.draw_numpy(s.key, 0, "uniform", 8, (-1.0, 1.0))
+    assert (np.concatenate([first, second]) == ref).all()
+    nb = s.binomial((2,), n=5, p=0.5)
+    assert s.counter == 18
+    assert (nb == nr.draw_numpy(s.key, 8, "binomial", 2, (5, 0.5))).all()
+
+
+def test_streams_different_seeds_differ():
+    keys = {int(nr.RandomStreams(seed).key) for seed in range(100)}
+    assert len(keys) == 100
+    x0 = nr.RandomStreams(0).uniform(16)
+    x1 = nr.RandomStreams(1).uniform(16)
+    assert not (x0 == x1).any()
+
+
+def test_streams_sizes_and_shapes():
+    s = nr.RandomStreams(3)
+    x = s.normal()
+    assert isinstance(x, np.ndarray) and x.shape == () and x.dtype == np.float64
+    assert s.counter == 1
+    assert s.uniform(np.int64(3)).shape == (3,)
+    assert s.uniform((np.int32(2), 3)).shape == (2, 3)
+    assert s.uniform([2, np.uint8(1)]).shape == (2, 1)
+    y = s.binomial((0, 5), n=3)
+    assert y.shape == (0, 5) and y.dtype == np.int64
+    assert s.binomial().shape == ()
+    assert s.uniform(np.int64(2), low=np.float32(1.0), high=np.int64(2)).dtype == np.float64
+
+
+def test_traced_draw_hook(monkeypatch):
+    calls = []
+
+    def hook(stream, kind, size, params):
+        calls.append((kind, size, params))
+        return "traced" if kind == "normal" else NotImplemented
+
+    monkeypatch.setattr(nr, "traced_draw_hook", hook)
+    s = nr.RandomStreams(11)
+    assert s.normal((np.int64(2), 3), avg=1, std=2) == "traced"
+    assert s.counter == 0
+    x = s.uniform(2)
+    assert x.shape == (2,) and s.counter == 2
+    assert calls == [("normal", (2, 3), (1.0, 2.0)), ("uniform", (2,), (0.0, 1.0))]
+
+    # non-numeric params reach the hook untouched, and fail outside a trace
+    sym = object()
+    calls.clear()
+    with pytest.raises(TypeError, match="uniform low"):
+        s.uniform(2, low=sym)
+    assert calls == [("uniform", (2,), (sym, 1.0))]
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda s: s.uniform(-1), r"size: expected non-negative dimensions, found \(-1,\)"),
+    (lambda s: s.normal((2, -3)), r"size: .*found \(2, -3\)"),
+    (lambda s: s.binomial(3, p=1.5), r"binomial p: expected 0 <= p <= 1, found 1.5"),
+    (lambda s: s.binomial(3, p=-0.1), r"binomial p: .*found -0.1"),
+    (lambda s: s.binomial(3, p=float("nan")), r"binomial p: .*found nan"),
+    (lambda s: s.binomial(3, n=-2), r"binomial n: expected n >= 0, found -2"),
+    (lambda s: s.normal(3, std=-1.0), r"normal std: expected std >= 0, found -1.0"),
+])
+def test_validation_value_errors(call, match):
+    s = nr.RandomStreams(0)
+    with pytest.raises(ValueError, match=match):
+        call(s)
+    assert s.counter == 0
+
+
+def test_validation_type_errors():
+    s = nr.RandomStreams(0)
+    with pytest.raises(TypeError, match="size"):
+        s.uniform(2.5)
+    with pytest.raises(TypeError, match="binomial n: expected an integer"):
+        s.binomial(2, n=2.0)
+    with pytest.raises(TypeError, match="seed"):
+        nr.RandomStreams(1.5)
+    with pytest.raises(ValueError, match="seed"):
+        nr.RandomStreams(-1)
+    with pytest.raises(ValueError, match="kind"):
+        nr.draw_numpy(0, 0, "poisson", 3, (1.0,))
+
+
+def test_splitmix64_reference_value():
+    # first output of SplitMix64 seeded with 0 (as in the reference C code)
+    assert nr.splitmix64(0) == 0xE220A8397B1DCDAF
+    assert int(nr.RandomStreams(0).key) == 0xE220A8397B1DCDAF
