@@ -19,7 +19,7 @@ from . import random as nsrandom
 from .ir import IR
 from .layout import Layout, OutLayout, SeqLayout
 from .shared import Shared, Updates, _PYTHON_STATES
-from .trace import Trace, Tracer, TracingError, current_trace
+from .trace import Trace, Tracer, TracingError, current_trace, with_traced_captures
 
 MODES = ("cpu", "python", "cuda")
 _MODE_OVERRIDE: list[str] = []
@@ -312,7 +312,8 @@ def _patch_scipy():
 def trace_step(sa: ScanArgs) -> TracedStep:
     with Trace(sa.name or "step", sa.fn) as tr:
         args = [tr.new_arg(d, s) for d, s in sa.arg_avals()]
-        ret = sa.fn(*args)
+        fn, capture_names = with_traced_captures(getattr(sa.fn, "fn", sa.fn), tr)
+        ret = fn(*args)
         outputs, updates, cond = split_step_result(ret)
         out_tracers = [o if isinstance(o, Tracer) else _lift_const(tr, o) for o in outputs]
         check_step_outputs(sa, out_tracers, [(o.dtype, o.shape) for o in out_tracers])
@@ -336,7 +337,7 @@ def trace_step(sa: ScanArgs) -> TracedStep:
     state_vars = [tr.shared_var(k) for k in shared_states]
     shared_reads = [k for k in tr.shared if k not in updates]
     if sa.strict:
-        _check_strict(sa, tr, shared_reads)
+        _check_strict(tr, shared_reads, capture_names)
     captures = [c.source for c in tr.captures] + shared_reads
     capture_vars = [c.var for c in tr.captures] + [tr.shared[k] for k in shared_reads]
     streams = list(tr.rng)
@@ -348,7 +349,7 @@ def trace_step(sa: ScanArgs) -> TracedStep:
     ir = IR(inputs, tuple(tr.eqns), result_vars)
     outs = tuple(OutLayout(taps) for taps in sa.out_taps)
     outs += tuple(OutLayout(()) for _ in range(len(out_tracers) - len(outs)))
-    outs += tuple(OutLayout((-1,)) for _ in shared_states)
+    outs += tuple(OutLayout((-1,), keep="last") for _ in shared_states)
     layout = Layout(
         seqs=tuple(sa.seq_layouts), outs=outs, n_outputs=len(out_tracers),
         n_nonseqs=len(sa.nonseqs), n_captures=len(captures),
@@ -368,24 +369,10 @@ def _lift_const(tr, value):
     return Tracer(tr, tr.lift(arr))
 
 
-def _check_strict(sa, tr, shared_reads):
-    import types
-    fn = sa.fn
-    reachable = {}
-    code = getattr(fn, "__code__", None)
-    for cell, name in zip(getattr(fn, "__closure__", None) or (),
-                          code.co_freevars if code else ()):
-        try:
-            reachable[id(cell.cell_contents)] = name
-        except ValueError:
-            pass
-    g = getattr(fn, "__globals__", {})
-    for name in (code.co_names if code else ()):
-        if name in g and not isinstance(g[name], types.ModuleType):
-            reachable[id(g[name])] = name
+def _check_strict(tr, shared_reads, capture_names):
     for c in tr.captures:
-        if isinstance(c.source, Tracer) or id(c.source) in reachable:
-            name = reachable.get(id(c.source), "an enclosing traced value")
+        if c.var.id in capture_names or isinstance(c.source, Tracer):
+            name = capture_names.get(c.var.id, "a value of the enclosing function")
             raise ScanError(f"strict=True: fn reads {name!r} from its closure or globals; pass it "
                             f"in non_sequences instead")
     if shared_reads:

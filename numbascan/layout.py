@@ -74,3 +74,8 @@ class Layout:
         outs = tuple(replace(o, keep="last") if i in indices else o
                      for i, o in enumerate(self.outs))
         return replace(self, outs=outs)
+
+    def keep_last_map_empty(self, n_steps):
+        """A reduce over zero steps has no last row for a map output."""
+        return n_steps == 0 and any(o.keep == "last" and not o.taps
+                                    for o in self.outs[:self.n_outputs])

@@ -125,3 +125,13 @@ def abstract_eval(prim: str, inputs, params):
         out = p.impl(*dummies, **params)
     outs = out if isinstance(out, tuple) else (out,)
     return [(np.asarray(o).dtype, np.shape(o)) for o in outs]
+
+
+def _random_impl(key, base, kind, size, dist, offset):
+    from .random import draw_numpy
+    return draw_numpy(key, (int(base) + offset) % 2**64, kind, size, dist)
+
+
+_def("random", "special", _random_impl,
+     abstract=lambda inputs, kind, size, dist, offset:
+     [(np.dtype(np.int64 if kind == "binomial" else np.float64), tuple(size))])

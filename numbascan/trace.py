@@ -309,9 +309,50 @@ class Tracer:
         self._no_conversion()
 
 
-def trace_function(fn, arg_avals, name="step"):
-    """Trace `fn` on fresh tracers of the given (dtype, shape) pairs; return (trace, result)."""
-    with Trace(name, fn) as t:
-        args = [t.new_arg(d, s) for d, s in arg_avals]
-        result = fn(*args)
-    return t, result
+def with_traced_captures(fn, trace):
+    """`fn` with the arrays it names in its closure, globals and defaults replaced by tracers.
+
+    NumPy cannot index an array by a tracer (`X[i, j]` with traced `i`), so the arrays a
+    function reads by name enter the trace as capture inputs before it runs. Returns
+    (function, {capture Var id: name}) — the names serve error messages (strict=True).
+    """
+    import types
+    if not isinstance(fn, types.FunctionType):
+        return fn, {}
+    names = {}
+
+    def swap(value, name):
+        if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+            t = Tracer(trace, trace.lift(value))
+            names[t.var.id] = name
+            return t
+        return value
+
+    code = fn.__code__
+    closure = fn.__closure__
+    if closure:
+        cells = []
+        for name, cell in zip(code.co_freevars, closure):
+            try:
+                cells.append(types.CellType(swap(cell.cell_contents, name)))
+            except ValueError:                      # an empty cell
+                cells.append(cell)
+        closure = tuple(cells)
+    glob = fn.__globals__
+    swapped = {n: swap(glob[n], n) for n in _global_names(code) if n in glob}
+    if any(v is not glob[n] for n, v in swapped.items()):
+        glob = dict(glob)
+        glob.update(swapped)
+    defaults = fn.__defaults__ and tuple(swap(d, f"default {i}")
+                                         for i, d in enumerate(fn.__defaults__))
+    new = types.FunctionType(code, glob, fn.__name__, defaults, closure)
+    new.__kwdefaults__ = fn.__kwdefaults__
+    return new, names
+
+
+def _global_names(code):
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _global_names(const)
+    return names

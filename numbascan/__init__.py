@@ -1,0 +1,17 @@
+"""numbascan: Theano's scan on Numba — compiled recurrences with forward and reverse derivatives.
+
+The public names of the contract (SPEC): scan and its family, shared state, random streams,
+derivatives, compilation and batching.
+"""
+
+__version__ = "0.1.0"
+
+from .api import foldl, foldr, map, reduce, scan, until          # noqa: E402
+from . import scanprim                                             # noqa: E402,F401
+from .jit import jit, show                                         # noqa: E402
+from .random import RandomStreams                                  # noqa: E402
+from .shared import Shared, Updates, shared                        # noqa: E402
+from .trace import TracingError                                    # noqa: E402
+
+__all__ = ["scan", "map", "reduce", "foldl", "foldr", "until", "shared", "Shared", "Updates",
+           "RandomStreams", "jit", "show", "TracingError"]

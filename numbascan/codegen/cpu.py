@@ -1,0 +1,530 @@
+"""Stage: IR -> CPU source — render programs as numba loop nests over preallocated buffers.
+
+Every value of shape () is a local scalar; every other value is an array: a buffer allocated
+once at the top of the generated function (never inside the time loop), or a view of an input
+row. Each equation becomes a loop nest with static bounds. A scan equation becomes a call of
+its own loop function, rendered into the same module; the time loop is `for t in range(n)`,
+with a `break` when the step returns `ns.until`.
+
+Generated functions (see `render_scan_module` / `render_main_module`):
+
+    scan_<h>(n_steps, seq..., out_buf..., non_seq..., capture..., rng_key, rng_base, ...) -> n_run
+    main_<h>(input..., capture..., rng_key, rng_base, ...) -> tuple of outputs
+
+Buffer layouts are those of `layout.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..ir import IR, Eqn, Lit, Var
+from ..layout import Layout
+from ..primitives import REDUCE, TABLE
+
+MODULE_TEMPLATE = '''\
+"""numbascan generated module. Source of: {title}"""
+import math
+import numpy as np
+from numba import njit
+from numbascan.random import uniform_nb, normal_nb, binomial_nb
+
+{functions}
+'''
+
+FUNCTION_TEMPLATE = '''\
+@njit(cache=True, error_model="numpy", nogil=True)
+def {name}({params}):
+{body}
+'''
+
+
+def dtype_src(dt):
+    dt = np.dtype(dt)
+    return "np.bool_" if dt == np.bool_ else f"np.{dt.name}"
+
+
+def literal_src(value, dtype):
+    dt = np.dtype(dtype)
+    if dt == np.bool_:
+        return "True" if value else "False"
+    if dt.kind == "f":
+        v = float(value)
+        text = "np.inf" if v == np.inf else "-np.inf" if v == -np.inf else \
+            "np.nan" if v != v else repr(v)
+        return text if dt == np.float64 else f"np.{dt.name}({text})"
+    return repr(int(value)) if dt == np.int64 else f"np.{dt.name}({int(value)})"
+
+
+def _idx(names):
+    return ", ".join(names)
+
+
+class Lines:
+    def __init__(self):
+        self.lines = []
+        self.depth = 1
+
+    def __call__(self, text):
+        self.lines.append("    " * self.depth + text)
+
+    def indent(self):
+        self.depth += 1
+
+    def dedent(self):
+        self.depth -= 1
+
+    def text(self):
+        return "\n".join(self.lines) if self.lines else "    pass"
+
+
+@dataclass
+class Module:
+    """Functions rendered so far, by name (nested scans share the module of their parent)."""
+    functions: dict = field(default_factory=dict)
+
+    def source(self, title):
+        return MODULE_TEMPLATE.format(title=title, functions="\n\n".join(self.functions.values()))
+
+
+def program_hash(*parts) -> str:
+    return hashlib.sha256("\n".join(str(p) for p in parts).encode()).hexdigest()[:20]
+
+
+class Renderer:
+    """Renders equations of one function body; `alloc` collects hoisted buffer allocations."""
+
+    def __init__(self, module: Module):
+        self.module = module
+        self.alloc = Lines()
+        self.names: dict[int, str] = {}
+        self.counter = 0
+
+    # -- naming ---------------------------------------------------------------------------------
+    def name(self, v):
+        if isinstance(v, Lit):
+            return literal_src(v.value, v.dtype)
+        if v.id not in self.names:
+            self.names[v.id] = f"v{len(self.names)}"
+        return self.names[v.id]
+
+    def fresh(self, prefix="i"):
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def buffer(self, v: Var):
+        """Allocate (once, hoisted) the buffer of array value `v`; return its name."""
+        name = self.name(v)
+        self.alloc(f"{name} = np.empty({tuple(v.shape)!r}, dtype={dtype_src(v.dtype)})")
+        return name
+
+    def read(self, v, index, out_shape=None):
+        """Expression reading `v` at `index` (loop variables over `out_shape`, broadcasting)."""
+        if isinstance(v, Lit) or v.shape == ():
+            return self.name(v)
+        out_shape = out_shape if out_shape is not None else v.shape
+        offset = len(out_shape) - len(v.shape)
+        idx = ["0" if (s == 1 and out_shape[offset + k] != 1) else index[offset + k]
+               for k, s in enumerate(v.shape)]
+        return f"{self.name(v)}[{_idx(idx)}]"
+
+    def loops(self, out, shape):
+        """Open loops over `shape`; return the loop variable names."""
+        names = []
+        for s in shape:
+            i = self.fresh()
+            out(f"for {i} in range({s}):")
+            out.indent()
+            names.append(i)
+        return names
+
+    def close(self, out, n):
+        for _ in range(n):
+            out.dedent()
+
+    def copy_into(self, out, buf, row, v, shape):
+        """buf[row, ...] = v for a value of `shape` (row None: the whole buffer)."""
+        lead = [] if row is None else [row]
+        if shape == ():
+            out(f"{buf}[{_idx(lead)}] = {self.name(v)}" if lead else f"{buf} = {self.name(v)}")
+            return
+        idx = self.loops(out, shape)
+        out(f"{buf}[{_idx(lead + idx)}] = {self.read(v, idx, shape)}")
+        self.close(out, len(shape))
+
+    # -- equations ------------------------------------------------------------------------------
+    def eqn(self, out: Lines, e: Eqn):
+        prim = TABLE[e.prim]
+        if prim.kind == "elementwise":
+            return self.elementwise(out, e)
+        if e.prim in REDUCE:
+            return self.reduce(out, e)
+        method = getattr(self, "r_" + e.prim, None)
+        if method is None:
+            raise NotImplementedError(f"no CPU renderer for primitive {e.prim!r}")
+        return method(out, e)
+
+    def scalar_expr(self, e: Eqn, operands):
+        if e.prim == "convert":
+            dt = e.p["dtype"]
+            return f"({operands[0]} != 0)" if dt == np.bool_ else f"np.{dt.name}({operands[0]})"
+        return TABLE[e.prim].scalar.format(*operands)
+
+    def lit_operand(self, e: Eqn, lit: Lit):
+        """Render a literal in the dtype NumPy would compute with (NEP 50 weak scalars)."""
+        var_dtypes = [v.dtype for v in e.inputs if isinstance(v, Var)]
+        if e.prim == "where":
+            var_dtypes = [e.outputs[0].dtype]
+        if not lit.weak or not var_dtypes:
+            return literal_src(lit.value, lit.dtype)
+        common = np.result_type(*var_dtypes)
+        kinds = "biuf"
+        if kinds.index(lit.dtype.kind) <= kinds.index(common.kind if common.kind in kinds
+                                                       else "f"):
+            return literal_src(lit.value, common)
+        return literal_src(lit.value, lit.dtype)
+
+    def elementwise(self, out: Lines, e: Eqn):
+        res = e.outputs[0]
+        shape = res.shape
+
+        def operand(v, idx):
+            return self.lit_operand(e, v) if isinstance(v, Lit) else self.read(v, idx, shape)
+
+        if shape == ():
+            expr = self.scalar_expr(e, [operand(v, ()) for v in e.inputs])
+            out(f"{self.name(res)} = {self.cast(expr, res.dtype)}")
+            return
+        name = self.buffer(res)
+        idx = self.loops(out, shape)
+        expr = self.scalar_expr(e, [operand(v, idx) for v in e.inputs])
+        out(f"{name}[{_idx(idx)}] = {expr}")
+        self.close(out, len(shape))
+
+    @staticmethod
+    def cast(expr, dtype):
+        dt = np.dtype(dtype)
+        if dt in (np.float64, np.int64, np.bool_):
+            return expr
+        return f"np.{dt.name}({expr})"
+
+    def reduce(self, out: Lines, e: Eqn):
+        x, res = e.inputs[0], e.outputs[0]
+        axes, keepdims = e.p["axes"], e.p["keepdims"]
+        _, template, init = REDUCE[e.prim]
+        kept = [a for a in range(x.ndim) if a not in axes]
+        target = self.name(res) if res.shape == () else self.buffer(res)
+        outer = self.loops(out, [x.shape[a] for a in kept])
+        acc = self.fresh("acc")
+        full = {a: i for a, i in zip(kept, outer)}
+        if init is None:                          # max/min start from the first element
+            first = [full.get(a, "0") for a in range(x.ndim)]
+            out(f"{acc} = {self.name(x)}[{_idx(first)}]")
+        else:
+            out(f"{acc} = {literal_src(eval(init), res.dtype)}")
+        inner = self.loops(out, [x.shape[a] for a in axes])
+        full.update(zip(axes, inner))
+        elem = f"{self.name(x)}[{_idx([full[a] for a in range(x.ndim)])}]"
+        out(f"{acc} = {template.format(acc=acc, x=elem)}")
+        self.close(out, len(axes))
+        oidx = [full[a] if a in kept else "0" for a in range(x.ndim)] if keepdims else outer
+        if res.shape == ():
+            out(f"{target} = {self.cast(acc, res.dtype)}")
+        else:
+            out(f"{target}[{_idx(oidx)}] = {acc}")
+        self.close(out, len(kept))
+
+    def _arg_reduce(self, out: Lines, e: Eqn, better):
+        x, res = e.inputs[0], e.outputs[0]
+        axis, keepdims = e.p["axis"], e.p["keepdims"]
+        kept = [a for a in range(x.ndim) if a != axis]
+        target = self.name(res) if res.shape == () else self.buffer(res)
+        outer = self.loops(out, [x.shape[a] for a in kept])
+        full = dict(zip(kept, outer))
+        best, bi, r = self.fresh("best"), self.fresh("bi"), self.fresh("r")
+        full[axis] = "0"
+        out(f"{best} = {self.name(x)}[{_idx([full[a] for a in range(x.ndim)])}]")
+        out(f"{bi} = 0")
+        out(f"for {r} in range(1, {x.shape[axis]}):")
+        out.indent()
+        full[axis] = r
+        val = self.fresh("val")
+        out(f"{val} = {self.name(x)}[{_idx([full[a] for a in range(x.ndim)])}]")
+        out(f"if {val} {better} {best} or ({val} != {val} and {best} == {best}):")
+        out(f"    {best} = {val}")
+        out(f"    {bi} = {r}")
+        out.dedent()
+        if res.shape == ():
+            out(f"{target} = {bi}")
+        else:
+            oidx = [full[a] if a != axis else "0" for a in range(x.ndim)] if keepdims else outer
+            out(f"{target}[{_idx(oidx)}] = {bi}")
+        self.close(out, len(kept))
+
+    def r_argmax(self, out, e):
+        self._arg_reduce(out, e, ">")
+
+    def r_argmin(self, out, e):
+        self._arg_reduce(out, e, "<")
+
+    def r_cumsum(self, out: Lines, e: Eqn):
+        x, res = e.inputs[0], e.outputs[0]
+        axis = e.p["axis"]
+        name = self.buffer(res)
+        kept = [a for a in range(x.ndim) if a != axis]
+        outer = self.loops(out, [x.shape[a] for a in kept])
+        acc, r = self.fresh("acc"), self.fresh("r")
+        out(f"{acc} = {literal_src(0, res.dtype)}")
+        out(f"for {r} in range({x.shape[axis]}):")
+        out.indent()
+        full = dict(zip(kept, outer))
+        full[axis] = r
+        idx = _idx([full[a] for a in range(x.ndim)])
+        out(f"{acc} = {acc} + {self.name(x)}[{idx}]")
+        out(f"{name}[{idx}] = {acc}")
+        out.dedent()
+        self.close(out, len(kept))
+
+    def r_matmul(self, out: Lines, e: Eqn):
+        a, b = e.inputs
+        res = e.outputs[0]
+        A, B = self.name(a), self.name(b)
+        K = a.shape[-1]
+        p = self.fresh("p")
+        if a.ndim == 1 and b.ndim == 1:
+            acc = self.fresh("acc")
+            out(f"{acc} = {literal_src(0, res.dtype)}")
+            out(f"for {p} in range({K}):")
+            out(f"    {acc} += {A}[{p}] * {B}[{p}]")
+            out(f"{self.name(res)} = {self.cast(acc, res.dtype)}")
+            return
+        R = self.buffer(res)
+        if b.ndim == 1:                    # (m, k) @ (k,) -> (m,)
+            i, acc = self.fresh(), self.fresh("acc")
+            out(f"for {i} in range({a.shape[0]}):")
+            out(f"    {acc} = {literal_src(0, res.dtype)}")
+            out(f"    for {p} in range({K}):")
+            out(f"        {acc} += {A}[{i}, {p}] * {B}[{p}]")
+            out(f"    {R}[{i}] = {acc}")
+            return
+        N = b.shape[1]
+        j = self.fresh("j")
+        rows = [] if a.ndim == 1 else [self.fresh()]
+        if rows:
+            out(f"for {rows[0]} in range({a.shape[0]}):")
+            out.indent()
+        ridx = f"{rows[0]}, " if rows else ""
+        aval = self.fresh("a")
+        out(f"for {j} in range({N}):")
+        out(f"    {R}[{ridx}{j}] = 0")
+        out(f"for {p} in range({K}):")
+        out(f"    {aval} = {A}[{ridx}{p}]")
+        out(f"    for {j} in range({N}):")
+        out(f"        {R}[{ridx}{j}] += {aval} * {B}[{p}, {j}]")
+        if rows:
+            out.dedent()
+
+    def _unravel(self, flat, shape):
+        strides = np.cumprod((1,) + tuple(shape[::-1]))[:-1][::-1]
+        return [f"({flat} // {st}) % {s}" if st > 1 else f"{flat} % {s}"
+                for st, s in zip(strides, shape)] if shape else []
+
+    def r_reshape(self, out: Lines, e: Eqn):
+        x, res = e.inputs[0], e.outputs[0]
+        if res.shape == ():
+            out(f"{self.name(res)} = {self.read(x, ['0'] * x.ndim)}")
+            return
+        R = self.buffer(res)
+        if x.shape == () or isinstance(x, Lit):
+            out(f"{R}[{_idx(['0'] * res.ndim)}] = {self.name(x)}")
+            return
+        f = self.fresh("f")
+        out(f"for {f} in range({res.size}):")
+        out(f"    {R}[{_idx(self._unravel(f, res.shape))}] = "
+            f"{self.name(x)}[{_idx(self._unravel(f, x.shape))}]")
+
+    def r_transpose(self, out: Lines, e: Eqn):
+        x, res = e.inputs[0], e.outputs[0]
+        R = self.buffer(res)
+        idx = self.loops(out, res.shape)
+        src = [None] * x.ndim
+        for k, a in enumerate(e.p["axes"]):
+            src[a] = idx[k]
+        out(f"{R}[{_idx(idx)}] = {self.name(x)}[{_idx(src)}]")
+        self.close(out, res.ndim)
+
+    def r_broadcast_to(self, out: Lines, e: Eqn):
+        x, res = e.inputs[0], e.outputs[0]
+        R = self.buffer(res)
+        idx = self.loops(out, res.shape)
+        out(f"{R}[{_idx(idx)}] = {self.read(x, idx, res.shape)}")
+        self.close(out, res.ndim)
+
+    def r_concatenate(self, out: Lines, e: Eqn):
+        res, axis = e.outputs[0], e.p["axis"]
+        R = self.buffer(res)
+        offset = 0
+        for x in e.inputs:
+            idx = self.loops(out, x.shape)
+            dst = list(idx)
+            dst[axis] = f"{offset} + {idx[axis]}"
+            out(f"{R}[{_idx(dst)}] = {self.read(x, idx)}")
+            self.close(out, x.ndim)
+            offset += x.shape[axis]
+
+    def r_index(self, out: Lines, e: Eqn):
+        x, dyn, res = e.inputs[0], e.inputs[1:], e.outputs[0]
+        spec = e.p["spec"]
+        src, dyn_it = [], iter(dyn)
+        for s in spec:
+            if s[0] == "int":
+                src.append(str(s[1]))
+            elif s[0] == "dyn":
+                d = self.fresh("d")
+                out(f"{d} = {self.name(next(dyn_it))}")
+                out(f"if {d} < 0:")
+                out(f"    {d} += {s[1]}")
+                src.append(d)
+            else:
+                src.append(None)
+        if all(s is not None for s in src):          # integer indices only: a row view
+            out(f"{self.name(res)} = {self.name(x)}[{_idx(src)}]")
+            return
+        R = self.buffer(res)
+        loop_idx = self.loops(out, res.shape)
+        it = iter(loop_idx)
+        full = []
+        for s, sv in zip(spec, src):
+            full.append(sv if sv is not None else f"{s[1]} + {s[2]} * {next(it)}")
+        full += list(it)
+        out(f"{R}[{_idx(loop_idx)}] = {self.name(x)}[{_idx(full)}]")
+        self.close(out, res.ndim)
+
+    def r_random(self, out: Lines, e: Eqn):
+        key, base = (self.name(v) for v in e.inputs)
+        res, p = e.outputs[0], e.p
+        fn = {"uniform": "uniform_nb", "normal": "normal_nb", "binomial": "binomial_nb"}[p["kind"]]
+        width = p["dist"][0] if p["kind"] == "binomial" else 1
+        args = ", ".join(repr(a) for a in p["dist"])
+        if res.shape == ():
+            out(f"{self.name(res)} = {fn}({key}, {base} + np.uint64({p['offset']}), {args})")
+            return
+        R = self.buffer(res)
+        f = self.fresh("f")
+        out(f"for {f} in range({res.size}):")
+        out(f"    {R}[{_idx(self._unravel(f, res.shape))}] = {fn}({key}, {base} + "
+            f"np.uint64({p['offset']}) + np.uint64({f} * {width}), {args})")
+
+    def r_scan(self, out: Lines, e: Eqn):
+        step, layout, n = e.p["step"], e.p["layout"], e.p["n_steps"]
+        fname = render_scan_function(self.module, step, layout)
+        ns, no = len(layout.seqs), len(layout.outs)
+        seqs = [self.name(v) for v in e.inputs[:ns]]
+        inits = iter(e.inputs[ns:])
+        bufs = []
+        for o, res in zip(layout.outs, e.outputs):
+            rows = o.rows if o.rows is not None else o.L + n
+            shape = (rows,) + (res.shape if o.keep == "last" else res.shape[1:])
+            b = self.fresh("buf")
+            self.alloc(f"{b} = np.empty({shape!r}, dtype={dtype_src(res.dtype)})")
+            bufs.append(b)
+            if o.taps:
+                init = next(inits)
+                if o.taps == (-1,):
+                    self.copy_into(out, b, "0", init, shape[1:])
+                else:
+                    self.copy_into(out, b, None, init, (o.L,) + shape[1:])
+        rest = [self.name(v) for v in e.inputs[ns + sum(1 for o in layout.outs if o.taps):]]
+        nrun = self.fresh("nrun")
+        out(f"{nrun} = {fname}({n}, {', '.join(seqs + bufs + rest)})")
+        for o, res, b in zip(layout.outs, e.outputs, bufs):
+            if o.keep == "last":
+                row = f"({nrun} - 1 + {o.L}) % {o.rows}" if o.taps else "0"
+                out(f"{self.name(res)} = {b}[{row}]")
+            else:
+                out(f"{self.name(res)} = {b}[{o.L}:]" if o.taps else f"{self.name(res)} = {b}")
+
+
+def _params(n, prefix):
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+def render_scan_function(module: Module, step: IR, layout: Layout) -> str:
+    """Render the loop function of a scan (and of scans nested in its step) into `module`."""
+    name = "scan_" + program_hash(step.fingerprint(), layout)
+    if name in module.functions:
+        return name
+    r = Renderer(module)
+    body = Lines()
+    n_rng = len(layout.rng)
+    seqs = _params(len(layout.seqs), "seq")
+    bufs = _params(len(layout.outs), "buf")
+    rest = _params(layout.n_nonseqs, "nonseq") + _params(layout.n_captures, "cap")
+    rng = [p for j in range(n_rng) for p in (f"rng_key{j}", f"rng_base{j}")]
+    params = ["n_steps"] + seqs + bufs + rest + rng
+
+    inputs = iter(step.inputs)
+    binds = []                               # (var, expression) bound at the top of each step
+    for sname, sl in zip(seqs, layout.seqs):
+        for tap in sl.taps:
+            pos = f"t + {sl.m + tap}"
+            row = f"{sname}.shape[0] - 1 - ({pos})" if layout.go_backwards else pos
+            binds.append((next(inputs), f"{sname}[{row}]"))
+    for bname, o in zip(bufs, layout.outs):
+        for tap in o.taps:
+            row = f"t + {o.L + tap}" if o.keep == "all" else f"(t + {o.L + tap}) % {o.rows}"
+            binds.append((next(inputs), f"{bname}[{row}]"))
+    for pname in rest:
+        v = next(inputs)
+        r.names[v.id] = pname
+    for j, (offset, per_step) in enumerate(layout.rng):
+        key, base = next(inputs), next(inputs)
+        r.names[key.id] = f"rng_key{j}"
+        binds.append((base, f"rng_base{j} + np.uint64({offset}) + np.uint64(t) * "
+                            f"np.uint64({per_step})"))
+
+    body("n_run = n_steps")
+    body("for t in range(n_steps):")
+    body.indent()
+    for v, expr in binds:
+        body(f"{r.name(v)} = {expr}")
+    for e in step.eqns:
+        r.eqn(body, e)
+    results = list(step.outputs)
+    for bname, o, v in zip(bufs, layout.outs, results):
+        if o.taps:
+            row = f"t + {o.L}" if o.keep == "all" else f"(t + {o.L}) % {o.rows}"
+        else:
+            row = "t" if o.keep == "all" else "0"
+        r.copy_into(body, bname, row, v, v.shape)
+    if layout.until:
+        body(f"if {r.name(results[-1])}:")
+        body("    n_run = t + 1")
+        body("    break")
+    body.dedent()
+    body("return n_run")
+    text = r.alloc.text() + "\n" + body.text() if r.alloc.lines else body.text()
+    module.functions[name] = FUNCTION_TEMPLATE.format(name=name, params=", ".join(params),
+                                                      body=text)
+    return name
+
+
+def render_main_function(module: Module, ir: IR) -> str:
+    """Render a whole program (ns.jit): inputs are parameters, outputs a returned tuple."""
+    name = "main_" + program_hash(ir.fingerprint())
+    if name in module.functions:
+        return name
+    r = Renderer(module)
+    body = Lines()
+    params = [r.name(v) for v in ir.inputs]
+    for e in ir.eqns:
+        r.eqn(body, e)
+    outs = [r.name(v) for v in ir.outputs]
+    body(f"return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
+    text = (r.alloc.text() + "\n" if r.alloc.lines else "") + body.text()
+    module.functions[name] = FUNCTION_TEMPLATE.format(name=name, params=", ".join(params),
+                                                      body=text)
+    return name

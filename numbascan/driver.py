@@ -1,0 +1,117 @@
+"""Stage: driver — check inputs, allocate buffers, call compiled code, slice results.
+
+`scan_cpu` runs an eager scan through a compiled loop function (`codegen.cpu`); the same
+buffer layout (`layout.py`) is used by `ns.jit` programs, which allocate inside generated code.
+Compiled functions are memoised in memory by the fingerprint of (step program, layout); changing
+only array values or the number of steps never recompiles.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .api import ScanArgs, TracedStep, trace_step
+from .codegen.cpu import Module, render_main_function, render_scan_function, program_hash
+from .codegen.source import load_module
+from .ir import IR
+from .layout import Layout
+from .shared import Shared, Updates
+from .trace import TracingError
+
+_COMPILED: dict[str, object] = {}
+
+
+def compile_scan(step: IR, layout: Layout):
+    key = "scan:" + program_hash(step.fingerprint(), layout)
+    fn = _COMPILED.get(key)
+    if fn is None:
+        module = Module()
+        name = render_scan_function(module, step, layout)
+        fn = getattr(load_module(module.source(f"scan {name}")), name)
+        _COMPILED[key] = fn
+    return fn
+
+
+def compile_main(ir: IR):
+    key = "main:" + program_hash(ir.fingerprint())
+    fn = _COMPILED.get(key)
+    if fn is None:
+        module = Module()
+        name = render_main_function(module, ir)
+        fn = getattr(load_module(module.source(f"program {name}")), name)
+        _COMPILED[key] = fn
+    return fn
+
+
+def scan_source(step: IR, layout: Layout) -> str:
+    module = Module()
+    name = render_scan_function(module, step, layout)
+    return module.source(f"scan {name}")
+
+
+def as_argument(x):
+    """How a value is passed to compiled code: 0-d values as scalars, arrays as they are."""
+    if isinstance(x, Shared):
+        x = x.get_value(borrow=True)
+    x = np.asarray(x)
+    return x[()] if x.ndim == 0 else x
+
+
+def state_buffers(ts: TracedStep, sa: ScanArgs, n: int):
+    """One buffer per layout output, initial states written (layout.py explains the rows)."""
+    bufs = []
+    fed = iter(i for i in sa.inits if i is not None)
+    shared_inits = iter(k.get_value(borrow=True) for k in ts.shared_states)
+    avals = list(ts.out_avals) + [(k.dtype, k.shape) for k in ts.shared_states]
+    for j, (o, (dtype, shape)) in enumerate(zip(ts.layout.outs, avals)):
+        rows = o.rows if o.rows is not None else o.L + n
+        buf = np.empty((rows,) + tuple(shape), dtype)
+        if o.taps:
+            init = next(fed) if j < ts.n_outputs else next(shared_inits)
+            if o.taps == (-1,):
+                buf[0] = init
+            else:
+                buf[:o.L] = init
+        bufs.append(buf)
+    return bufs
+
+
+def results(ts: TracedStep, bufs, n_run):
+    outs = []
+    for o, buf in zip(ts.layout.outs[:ts.n_outputs], bufs):
+        if o.keep == "last":
+            outs.append(buf[(n_run - 1 + o.L) % o.rows] if o.taps else buf[0])
+        else:
+            outs.append(buf[o.L:o.L + n_run])
+    updates = Updates()
+    for k, o, buf in zip(ts.shared_states, ts.layout.outs[ts.n_outputs:], bufs[ts.n_outputs:]):
+        updates[k] = buf[(n_run - 1 + o.L) % o.rows]
+    return outs, updates
+
+
+def scan_cpu(sa: ScanArgs):
+    try:
+        ts = trace_step(sa)
+    except TracingError as err:
+        from .fallback import scan_untraced
+        return scan_untraced(sa, err)
+    fn = compile_scan(ts.ir, ts.layout)
+    n = sa.n_steps
+    bufs = state_buffers(ts, sa, n)
+    if ts.layout.keep_last_map_empty(n):
+        raise ValueError("reduce/foldl with n_steps=0 has no last step for a map output")
+    args = ([np.asarray(s) for s in sa.seqs] + bufs + [as_argument(v) for v in sa.nonseqs] +
+            [as_argument(c) for c in ts.captures])
+    for s in ts.streams:
+        args += [np.uint64(s.key), np.uint64(s.counter % 2**64)]
+    n_run = fn(n, *args)
+    for s, (_, per_step) in zip(ts.streams, ts.layout.rng):
+        s.counter += n * per_step
+    return results(ts, bufs, n_run)
+
+
+def scan_cuda(sa: ScanArgs):
+    from .codegen import cuda
+    return cuda.scan_cuda(sa)

@@ -1,0 +1,154 @@
+"""Stage: whole-function compilation — `ns.jit` traces a function of arrays into one program.
+
+A call traces the function on tracers of its array arguments (Python scalars are static: part
+of the signature, passed through unchanged), runs the IR passes, renders the program with
+`codegen.cpu` and calls it. Arrays the function reads from its closure or globals are inputs
+read at each call. Called inside another trace (a step, a derivative), a jit function is simply
+inlined into that trace. `ns.show` prints the traced program and its generated source.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .api import ScanError, _MODE_OVERRIDE, normalize, resolve_mode, trace_step
+from .ir import IR
+from .passes import keep_only_last_steps
+from .shared import Shared
+from .trace import Trace, Tracer, current_trace, with_traced_captures
+
+STATIC_TYPES = (bool, int, float, str, type(None))
+
+
+def _flatten(tree):
+    if isinstance(tree, (list, tuple)):
+        leaves, specs = [], []
+        for x in tree:
+            l, s = _flatten(x)
+            leaves += l
+            specs.append(s)
+        return leaves, (type(tree), specs)
+    if isinstance(tree, dict):
+        leaves, specs = [], []
+        for k, x in tree.items():
+            l, s = _flatten(x)
+            leaves += l
+            specs.append((k, s))
+        return leaves, (dict, specs)
+    return [tree], None
+
+
+def _unflatten(spec, leaves):
+    it = iter(leaves)
+
+    def build(s):
+        if s is None:
+            return next(it)
+        kind, subs = s
+        if kind is dict:
+            return {k: build(sub) for k, sub in subs}
+        return kind(build(sub) for sub in subs)
+    return build(spec)
+
+
+class Program:
+    """A traced function: its IR, where its extra inputs come from, and its output structure."""
+
+    def __init__(self, ir, captures, shared, streams, rng_used, out_spec):
+        self.ir, self.captures, self.shared = ir, captures, shared
+        self.streams, self.rng_used, self.out_spec = streams, rng_used, out_spec
+
+
+def trace_program(fn, args) -> Program:
+    with Trace(getattr(fn, "__name__", "jit"), fn) as tr:
+        targs = [tr.new_arg(np.asarray(a).dtype, np.shape(a)) if not isinstance(a, STATIC_TYPES)
+                 else a for a in args]
+        traced_fn, _ = with_traced_captures(fn, tr)
+        out = traced_fn(*targs)
+        leaves, spec = _flatten(out)
+        out_vars = tuple(tr.lift(x) for x in leaves)
+    streams = list(tr.rng)
+    inputs = (tuple(tr.args) + tuple(tr.shared.values()) + tuple(c.var for c in tr.captures) +
+              tuple(v for s in streams for v in tr.rng[s]))
+    ir = keep_only_last_steps(IR(inputs, tuple(tr.eqns), out_vars))
+    return Program(ir, [c.source for c in tr.captures], list(tr.shared), streams,
+                   [tr.rng_used[s] for s in streams], spec)
+
+
+class JitFunction:
+    def __init__(self, fn):
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args):
+        if current_trace() is not None or any(isinstance(a, Tracer) for a in args):
+            return self.fn(*args)
+        if resolve_mode(None) == "python":
+            _MODE_OVERRIDE.append("python")
+            try:
+                return self.fn(*args)
+            finally:
+                _MODE_OVERRIDE.pop()
+        from .driver import as_argument, compile_main
+        values = [a if isinstance(a, STATIC_TYPES) else _checked(a, i)
+                  for i, a in enumerate(args)]
+        prog = trace_program(self.fn, values)
+        fn = compile_main(prog.ir)
+        call_args = [as_argument(a) for a in values if not isinstance(a, STATIC_TYPES)]
+        call_args += [as_argument(k) for k in prog.shared]
+        call_args += [as_argument(c) for c in prog.captures]
+        for s in prog.streams:
+            call_args += [np.uint64(s.key), np.uint64(s.counter % 2**64)]
+        outs = fn(*call_args)
+        for s, used in zip(prog.streams, prog.rng_used):
+            s.counter += used
+        input_ids = {id(a) for a in call_args}
+        leaves = [np.array(o, dtype=v.dtype) if id(o) in input_ids or np.ndim(o) == 0
+                  else o for o, v in zip(outs, prog.ir.outputs)]
+        return _unflatten(prog.out_spec, leaves)
+
+    def source(self, *args):
+        from .codegen.cpu import Module, render_main_function
+        prog = trace_program(self.fn, list(args))
+        module = Module()
+        name = render_main_function(module, prog.ir)
+        return prog.ir, module.source(f"program {name}")
+
+
+def _checked(a, i):
+    if isinstance(a, Shared):
+        return a.get_value(borrow=True)
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"argument {i}: expected a numeric array, found {type(a).__name__} "
+                        f"with dtype {arr.dtype}")
+    return arr
+
+
+def jit(fn=None):
+    """Compile a function of arrays (NumPy glue and scans) into one numba program."""
+    if fn is None:
+        return jit
+    return JitFunction(fn)
+
+
+def show(fn, *args, file=None, **scan_kwargs):
+    """Print (and return) the traced IR and the generated source.
+
+    `ns.show(jitted, *args)` shows a `ns.jit` function for these arguments;
+    `ns.show(step, sequences=..., outputs_info=..., ...)` shows the loop `ns.scan` would compile.
+    """
+    if isinstance(fn, JitFunction):
+        ir, src = fn.source(*args)
+    else:
+        from .driver import scan_source
+        sa = normalize(fn, scan_kwargs.get("sequences"), scan_kwargs.get("outputs_info"),
+                       scan_kwargs.get("non_sequences"), scan_kwargs.get("n_steps"), -1,
+                       scan_kwargs.get("go_backwards", False), None, False, False, None)
+        ts = trace_step(sa)
+        ir, src = ts.ir, f"# layout: {ts.layout}\n" + scan_source(ts.ir, ts.layout)
+    text = f"# traced program\n{ir}\n\n# generated source\n{src}"
+    print(text, file=file)
+    return text
