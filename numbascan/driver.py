@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from numba.core.errors import NumbaPerformanceWarning
 
 from .api import ScanArgs, TracedStep, trace_step
 from .codegen.cpu import Module, render_main_function, render_scan_function, program_hash
@@ -49,6 +50,13 @@ def scan_source(step: IR, layout: Layout) -> str:
     module = Module()
     name = render_scan_function(module, step, layout)
     return module.source(f"scan {name}")
+
+
+def call_compiled(fn, *args):
+    """Call generated code; numba's advice about BLAS on non-contiguous views is not for users."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NumbaPerformanceWarning)
+        return fn(*args)
 
 
 def as_argument(x):
@@ -106,7 +114,7 @@ def scan_cpu(sa: ScanArgs):
             [as_argument(c) for c in ts.captures])
     for s in ts.streams:
         args += [np.uint64(s.key), np.uint64(s.counter % 2**64)]
-    n_run = fn(n, *args)
+    n_run = call_compiled(fn, n, *args)
     for s, (_, per_step) in zip(ts.streams, ts.layout.rng):
         s.counter += n * per_step
     return results(ts, bufs, n_run)

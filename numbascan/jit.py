@@ -91,7 +91,7 @@ class JitFunction:
                 return self.fn(*args)
             finally:
                 _MODE_OVERRIDE.pop()
-        from .driver import as_argument, compile_main
+        from .driver import as_argument, call_compiled, compile_main
         values = [a if isinstance(a, STATIC_TYPES) else _checked(a, i)
                   for i, a in enumerate(args)]
         prog = trace_program(self.fn, values)
@@ -101,7 +101,7 @@ class JitFunction:
         call_args += [as_argument(c) for c in prog.captures]
         for s in prog.streams:
             call_args += [np.uint64(s.key), np.uint64(s.counter % 2**64)]
-        outs = fn(*call_args)
+        outs = call_compiled(fn, *call_args)
         for s, used in zip(prog.streams, prog.rng_used):
             s.counter += used
         input_ids = {id(a) for a in call_args}

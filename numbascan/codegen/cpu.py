@@ -35,6 +35,9 @@ from numbascan.random import uniform_nb, normal_nb, binomial_nb
 {functions}
 '''
 
+# multiply-adds above which a matmul calls BLAS (np.dot with out=) instead of a loop nest
+BLAS_MIN_WORK = 1024
+
 FUNCTION_TEMPLATE = '''\
 @njit(cache=True, error_model="numpy", nogil=True)
 def {name}({params}):
@@ -102,6 +105,8 @@ class Renderer:
         self.alloc = Lines()
         self.names: dict[int, str] = {}
         self.counter = 0
+        self.alias: dict[int, str] = {}      # var id -> row of an output buffer to write into
+        self.aliased: set[int] = set()
 
     # -- naming ---------------------------------------------------------------------------------
     def name(self, v):
@@ -115,10 +120,15 @@ class Renderer:
         self.counter += 1
         return f"{prefix}{self.counter}"
 
-    def buffer(self, v: Var):
-        """Allocate (once, hoisted) the buffer of array value `v`; return its name."""
+    def buffer(self, v: Var, out: Lines):
+        """Storage for array value `v`: a hoisted allocation, or (for a step result) a view of
+        the output buffer's row for this step, so the result is written in place."""
         name = self.name(v)
-        self.alloc(f"{name} = np.empty({tuple(v.shape)!r}, dtype={dtype_src(v.dtype)})")
+        if v.id in self.alias:
+            out(f"{name} = {self.alias[v.id]}")
+            self.aliased.add(v.id)
+        else:
+            self.alloc(f"{name} = np.empty({tuple(v.shape)!r}, dtype={dtype_src(v.dtype)})")
         return name
 
     def read(self, v, index, out_shape=None):
@@ -156,6 +166,58 @@ class Renderer:
         self.close(out, len(shape))
 
     # -- equations ------------------------------------------------------------------------------
+    def body(self, out: Lines, eqns, results):
+        """Render `eqns`; runs of elementwise equations of one shape share one loop nest."""
+        uses: dict[int, int] = {}
+        for e in eqns:
+            for v in e.inputs:
+                if isinstance(v, Var):
+                    uses[v.id] = uses.get(v.id, 0) + 1
+        for v in results:
+            if isinstance(v, Var):
+                uses[v.id] = uses.get(v.id, 0) + 1
+        group: list = []
+        for e in list(eqns) + [None]:
+            if (e is not None and TABLE[e.prim].kind == "elementwise" and e.outputs[0].shape != ()
+                    and (not group or e.outputs[0].shape == group[0].outputs[0].shape)):
+                group.append(e)
+                continue
+            if len(group) == 1:
+                self.eqn(out, group[0])
+            elif group:
+                self.fused(out, group, uses)
+            group = []
+            if e is not None:
+                if TABLE[e.prim].kind == "elementwise" and e.outputs[0].shape != ():
+                    group = [e]
+                else:
+                    self.eqn(out, e)
+
+    def fused(self, out: Lines, group, uses):
+        """One loop nest for elementwise equations of one output shape; values used only inside
+        the group live in scalar locals, the others are also stored to their buffers."""
+        shape = group[0].outputs[0].shape
+        inside = {e.outputs[0].id: 0 for e in group}
+        for e in group:
+            for v in e.inputs:
+                if isinstance(v, Var) and v.id in inside:
+                    inside[v.id] += 1
+        stored = {vid for vid, n in inside.items() if uses.get(vid, 0) > n}
+        targets = {e.outputs[0].id: self.buffer(e.outputs[0], out) for e in group
+                   if e.outputs[0].id in stored}
+        idx = self.loops(out, shape)
+        local = {}
+        for e in group:
+            ops = [self.lit_operand(e, v) if isinstance(v, Lit) else
+                   local[v.id] if v.id in local else self.read(v, idx, shape) for v in e.inputs]
+            res = e.outputs[0]
+            name = self.fresh("e")
+            out(f"{name} = {self.cast(self.scalar_expr(e, ops), res.dtype)}")
+            local[res.id] = name
+            if res.id in targets:
+                out(f"{targets[res.id]}[{_idx(idx)}] = {name}")
+        self.close(out, len(shape))
+
     def eqn(self, out: Lines, e: Eqn):
         prim = TABLE[e.prim]
         if prim.kind == "elementwise":
@@ -198,7 +260,7 @@ class Renderer:
             expr = self.scalar_expr(e, [operand(v, ()) for v in e.inputs])
             out(f"{self.name(res)} = {self.cast(expr, res.dtype)}")
             return
-        name = self.buffer(res)
+        name = self.buffer(res, out)
         idx = self.loops(out, shape)
         expr = self.scalar_expr(e, [operand(v, idx) for v in e.inputs])
         out(f"{name}[{_idx(idx)}] = {expr}")
@@ -216,7 +278,7 @@ class Renderer:
         axes, keepdims = e.p["axes"], e.p["keepdims"]
         _, template, init = REDUCE[e.prim]
         kept = [a for a in range(x.ndim) if a not in axes]
-        target = self.name(res) if res.shape == () else self.buffer(res)
+        target = self.name(res) if res.shape == () else self.buffer(res, out)
         outer = self.loops(out, [x.shape[a] for a in kept])
         acc = self.fresh("acc")
         full = {a: i for a, i in zip(kept, outer)}
@@ -241,7 +303,7 @@ class Renderer:
         x, res = e.inputs[0], e.outputs[0]
         axis, keepdims = e.p["axis"], e.p["keepdims"]
         kept = [a for a in range(x.ndim) if a != axis]
-        target = self.name(res) if res.shape == () else self.buffer(res)
+        target = self.name(res) if res.shape == () else self.buffer(res, out)
         outer = self.loops(out, [x.shape[a] for a in kept])
         full = dict(zip(kept, outer))
         best, bi, r = self.fresh("best"), self.fresh("bi"), self.fresh("r")
@@ -273,7 +335,7 @@ class Renderer:
     def r_cumsum(self, out: Lines, e: Eqn):
         x, res = e.inputs[0], e.outputs[0]
         axis = e.p["axis"]
-        name = self.buffer(res)
+        name = self.buffer(res, out)
         kept = [a for a in range(x.ndim) if a != axis]
         outer = self.loops(out, [x.shape[a] for a in kept])
         acc, r = self.fresh("acc"), self.fresh("r")
@@ -301,7 +363,11 @@ class Renderer:
             out(f"    {acc} += {A}[{p}] * {B}[{p}]")
             out(f"{self.name(res)} = {self.cast(acc, res.dtype)}")
             return
-        R = self.buffer(res)
+        R = self.buffer(res, out)
+        work = (a.shape[0] if a.ndim == 2 else 1) * K * (b.shape[1] if b.ndim == 2 else 1)
+        if work >= BLAS_MIN_WORK and a.dtype == b.dtype == res.dtype and a.dtype.kind == "f":
+            out(f"np.dot({A}, {B}, {R})")  # BLAS gemv/gemm into the preallocated result
+            return
         if b.ndim == 1:                    # (m, k) @ (k,) -> (m,)
             i, acc = self.fresh(), self.fresh("acc")
             out(f"for {i} in range({a.shape[0]}):")
@@ -337,7 +403,7 @@ class Renderer:
         if res.shape == ():
             out(f"{self.name(res)} = {self.read(x, ['0'] * x.ndim)}")
             return
-        R = self.buffer(res)
+        R = self.buffer(res, out)
         if x.shape == () or isinstance(x, Lit):
             out(f"{R}[{_idx(['0'] * res.ndim)}] = {self.name(x)}")
             return
@@ -348,7 +414,7 @@ class Renderer:
 
     def r_transpose(self, out: Lines, e: Eqn):
         x, res = e.inputs[0], e.outputs[0]
-        R = self.buffer(res)
+        R = self.buffer(res, out)
         idx = self.loops(out, res.shape)
         src = [None] * x.ndim
         for k, a in enumerate(e.p["axes"]):
@@ -358,14 +424,14 @@ class Renderer:
 
     def r_broadcast_to(self, out: Lines, e: Eqn):
         x, res = e.inputs[0], e.outputs[0]
-        R = self.buffer(res)
+        R = self.buffer(res, out)
         idx = self.loops(out, res.shape)
         out(f"{R}[{_idx(idx)}] = {self.read(x, idx, res.shape)}")
         self.close(out, res.ndim)
 
     def r_concatenate(self, out: Lines, e: Eqn):
         res, axis = e.outputs[0], e.p["axis"]
-        R = self.buffer(res)
+        R = self.buffer(res, out)
         offset = 0
         for x in e.inputs:
             idx = self.loops(out, x.shape)
@@ -393,7 +459,7 @@ class Renderer:
         if all(s is not None for s in src):          # integer indices only: a row view
             out(f"{self.name(res)} = {self.name(x)}[{_idx(src)}]")
             return
-        R = self.buffer(res)
+        R = self.buffer(res, out)
         loop_idx = self.loops(out, res.shape)
         it = iter(loop_idx)
         full = []
@@ -412,7 +478,7 @@ class Renderer:
         if res.shape == ():
             out(f"{self.name(res)} = {fn}({key}, {base} + np.uint64({p['offset']}), {args})")
             return
-        R = self.buffer(res)
+        R = self.buffer(res, out)
         f = self.fresh("f")
         out(f"for {f} in range({res.size}):")
         out(f"    {R}[{_idx(self._unravel(f, res.shape))}] = {fn}({key}, {base} + "
@@ -486,20 +552,27 @@ def render_scan_function(module: Module, step: IR, layout: Layout) -> str:
         binds.append((base, f"rng_base{j} + np.uint64({offset}) + np.uint64(t) * "
                             f"np.uint64({per_step})"))
 
+    results = list(step.outputs)
+    rows = []
+    for bname, o, v in zip(bufs, layout.outs, results):
+        if o.taps:
+            rows.append(f"t + {o.L}" if o.keep == "all" else f"(t + {o.L}) % {o.rows}")
+        else:
+            rows.append("t" if o.keep == "all" else "0")
+    produced = {v.id for e in step.eqns for v in e.outputs}
+    for bname, row, v in zip(bufs, rows, results):
+        if (isinstance(v, Var) and v.shape != () and v.id in produced and
+                sum(1 for w in results if w is v) == 1):
+            r.alias[v.id] = f"{bname}[{row}]"
     body("n_run = n_steps")
     body("for t in range(n_steps):")
     body.indent()
     for v, expr in binds:
         body(f"{r.name(v)} = {expr}")
-    for e in step.eqns:
-        r.eqn(body, e)
-    results = list(step.outputs)
-    for bname, o, v in zip(bufs, layout.outs, results):
-        if o.taps:
-            row = f"t + {o.L}" if o.keep == "all" else f"(t + {o.L}) % {o.rows}"
-        else:
-            row = "t" if o.keep == "all" else "0"
-        r.copy_into(body, bname, row, v, v.shape)
+    r.body(body, step.eqns, results)
+    for bname, row, v in zip(bufs, rows, results):
+        if not (isinstance(v, Var) and v.id in r.aliased):
+            r.copy_into(body, bname, row, v, v.shape)
     if layout.until:
         body(f"if {r.name(results[-1])}:")
         body("    n_run = t + 1")
@@ -520,8 +593,7 @@ def render_main_function(module: Module, ir: IR) -> str:
     r = Renderer(module)
     body = Lines()
     params = [r.name(v) for v in ir.inputs]
-    for e in ir.eqns:
-        r.eqn(body, e)
+    r.body(body, ir.eqns, ir.outputs)
     outs = [r.name(v) for v in ir.outputs]
     body(f"return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
     text = (r.alloc.text() + "\n" if r.alloc.lines else "") + body.text()
