@@ -113,8 +113,10 @@ class ScanArgs:
         avals = []
         for s, sl in zip(self.seqs, self.seq_layouts):
             avals += [(s.dtype, tuple(s.shape[1:]))] * len(sl.taps)
-        for taps, aval in zip(self.out_taps, self.state_avals):
-            avals += [aval] * len(taps)
+        state_avals = iter(self.state_avals)
+        for taps in self.out_taps:
+            if taps:
+                avals += [next(state_avals)] * len(taps)
         avals += [(v.dtype, tuple(v.shape)) for v in self.nonseqs]
         return avals
 
@@ -152,7 +154,7 @@ def normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_grad
                 raise ScanError(f"{what}: unknown keys {sorted(unknown)}; expected "
                                 f"dict(initial=..., taps=[...])")
             init = o.get("initial")
-            if init is None:
+            if init is None or ("taps" in o and o["taps"] is None):   # Theano: a map output
                 inits.append(None)
                 out_taps.append(())
                 continue
@@ -294,26 +296,21 @@ class TracedStep:
     n_outputs: int
 
 
-def _patch_scipy():
-    """scipy.special.logsumexp is not a ufunc; route it to numbascan's while tracing."""
-    import scipy.special as sps
-    from .numpy_api import logsumexp
-    orig = sps.logsumexp
-
-    def lse(a, *args, **kwargs):
-        if isinstance(a, (Tracer, Shared)) or current_trace() is not None:
-            return logsumexp(a, *args, **kwargs)
-        return orig(a, *args, **kwargs)
-
-    lse.__wrapped__ = orig
-    return orig, lse
+def step_name(sa: ScanArgs):
+    fn = getattr(sa.fn, "fn", sa.fn)
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return repr(name) + (f" of scan {sa.name!r}" if sa.name else "")
 
 
 def trace_step(sa: ScanArgs) -> TracedStep:
     with Trace(sa.name or "step", sa.fn) as tr:
         args = [tr.new_arg(d, s) for d, s in sa.arg_avals()]
         fn, capture_names = with_traced_captures(getattr(sa.fn, "fn", sa.fn), tr)
-        ret = fn(*args)
+        try:
+            ret = fn(*args)
+        except TracingError as err:
+            err.add_context(f"step function {step_name(sa)}")
+            raise
         outputs, updates, cond = split_step_result(ret)
         out_tracers = [o if isinstance(o, Tracer) else _lift_const(tr, o) for o in outputs]
         check_step_outputs(sa, out_tracers, [(o.dtype, o.shape) for o in out_tracers])
@@ -466,7 +463,7 @@ def scan_python(sa: ScanArgs):
     for init, taps in zip(sa.inits, sa.out_taps):
         if taps:
             init = np.asarray(init)
-            hist.append([init.copy()] if taps == (-1,) else [x.copy() for x in init])
+            hist.append([init.copy()] if taps == (-1,) else [np.array(x) for x in init])
     fed = [i for i, taps in enumerate(sa.out_taps) if taps]
     collected, shared_frame, frame = None, {}, _PythonFrame()
     shared_keys, n_run = [], 0
@@ -501,8 +498,13 @@ def scan_python(sa: ScanArgs):
                 shared_frame[id(k)] = v.copy()
             frame.end_step()
             n_run = t + 1
-            if cond is not None and bool(np.asarray(cond)):
-                break
+            if cond is not None:
+                cond = np.asarray(cond)
+                if cond.shape != ():
+                    raise ScanError(f"until: the condition must be a scalar, found shape "
+                                    f"{cond.shape}")
+                if bool(cond):
+                    break
         frame.finish(n)
     finally:
         _MODE_OVERRIDE.pop()

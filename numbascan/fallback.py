@@ -8,6 +8,8 @@ step reads from globals as constants; a warning names the operation that stopped
 
 from __future__ import annotations
 
+import hashlib
+import types
 import warnings
 
 import numba
@@ -38,19 +40,50 @@ class UntracedStepWarning(UserWarning):
 _STEPS: dict[int, tuple] = {}
 
 
+def _named_arrays(fn):
+    """The arrays a function reads by name (closure cells, globals): numba compiles them in."""
+    code = fn.__code__
+    found = []
+    for cell in fn.__closure__ or ():
+        try:
+            found.append(cell.cell_contents)
+        except ValueError:
+            pass
+    found += [fn.__globals__[n] for n in code.co_names if n in fn.__globals__]
+    return [a for a in found if isinstance(a, np.ndarray)]
+
+
+def _numba_ready(fn, depth=0):
+    """`fn` with the plain Python functions it calls by global name compiled by numba too."""
+    if not isinstance(fn, types.FunctionType) or depth > 8:
+        return fn
+    glob = fn.__globals__
+    helpers = {n: glob[n] for n in fn.__code__.co_names
+               if isinstance(glob.get(n), types.FunctionType) and glob[n] is not fn}
+    if helpers:
+        glob = dict(glob)
+        glob.update({n: numba.njit(_numba_ready(h, depth + 1)) for n, h in helpers.items()})
+    new = types.FunctionType(fn.__code__, glob, fn.__name__, fn.__defaults__, fn.__closure__)
+    return new
+
+
 def _compiled_step(fn):
+    """numba's compilation of the step, redone when an array it compiled in has changed."""
+    stamp = tuple((id(a), hashlib.sha1(np.ascontiguousarray(a).view(np.uint8)).hexdigest())
+                  for a in _named_arrays(fn)) if isinstance(fn, types.FunctionType) else ()
     entry = _STEPS.get(id(fn))
-    if entry is None or entry[0] is not fn:
-        entry = (fn, numba.njit(fn))
+    if entry is None or entry[0] is not fn or entry[1] != stamp:
+        entry = (fn, stamp, numba.njit(_numba_ready(fn)))
         _STEPS[id(fn)] = entry
-    return entry[1]
+    return entry[2]
 
 
 def scan_untraced(sa, err):
-    warnings.warn(f"numbascan could not trace the step function ({err.op}); it runs forward "
-                  f"only, compiled by numba as written (no derivatives; arrays it reads from "
-                  f"globals are frozen as constants)", UntracedStepWarning, stacklevel=4)
-    from .api import scan_python
+    from .api import scan_python, step_name
+    warnings.warn(f"numbascan could not trace step function {step_name(sa)} ({err.op}); it "
+                  f"runs forward only, compiled by numba as written (no derivatives; arrays it "
+                  f"reads from its closure or globals are compiled in as constants, and a change "
+                  f"to them recompiles)", UntracedStepWarning, stacklevel=4)
     if sa.n_steps == 0:
         raise ScanError(f"fn: the step could not be traced ({err.op}) and n_steps is 0, so the "
                         f"output shapes are unknown")
@@ -96,8 +129,14 @@ def scan_untraced(sa, err):
                                binds="\n".join("        " + b for b in binds),
                                stores="\n".join("        " + b for b in stores))
     loop = getattr(load_module(src), name)
-    step = _compiled_step(sa.fn)
-    loop(step, n, *(args[:len(sa.seqs)] + bufs + args[len(sa.seqs):]))
+    try:
+        loop(_compiled_step(sa.fn), n, *(args[:len(sa.seqs)] + bufs + args[len(sa.seqs):]))
+    except numba.core.errors.NumbaError as exc:
+        warnings.warn(f"numba cannot compile step function {step_name(sa)} either "
+                      f"({str(exc).splitlines()[0]}); it runs in the Python reference loop",
+                      UntracedStepWarning, stacklevel=4)
+        outs, updates, _ = scan_python(sa)
+        return outs, updates
     outs = []
     for j, buf in enumerate(bufs):
         taps = sa.out_taps[j] if j < len(sa.out_taps) else ()

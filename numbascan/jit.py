@@ -17,7 +17,7 @@ from .api import ScanError, _MODE_OVERRIDE, normalize, resolve_mode, trace_step
 from .ir import IR
 from .passes import keep_only_last_steps
 from .shared import Shared
-from .trace import Trace, Tracer, current_trace, with_traced_captures
+from .trace import Trace, Tracer, TracingError, current_trace, with_traced_captures
 
 STATIC_TYPES = (bool, int, float, str, type(None))
 
@@ -66,7 +66,11 @@ def trace_program(fn, args) -> Program:
         targs = [tr.new_arg(np.asarray(a).dtype, np.shape(a)) if not isinstance(a, STATIC_TYPES)
                  else a for a in args]
         traced_fn, _ = with_traced_captures(fn, tr)
-        out = traced_fn(*targs)
+        try:
+            out = traced_fn(*targs)
+        except TracingError as err:
+            err.add_context(f"function {getattr(fn, '__qualname__', fn)!r}")
+            raise
         leaves, spec = _flatten(out)
         out_vars = tuple(tr.lift(x) for x in leaves)
     streams = list(tr.rng)

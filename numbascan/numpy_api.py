@@ -404,3 +404,83 @@ def getitem(x, key):
         out = bind("index", [x, *dyn], spec=tuple(spec))
     return reshape(out, tuple(final_shape))
 
+
+
+# -- names that NumPy does not dispatch on tracers ----------------------------------------------
+# np.full(shape, traced) and np.array([traced, ...]) never reach __array_function__, and
+# scipy.special.logsumexp is not a ufunc. While a function is traced, the modules it names in
+# its globals and closure are replaced by these views (see trace.with_traced_captures).
+
+def _contains_tracer(x):
+    if isinstance(x, Tracer):
+        return True
+    return isinstance(x, (list, tuple)) and any(_contains_tracer(i) for i in x)
+
+
+def _array(a, dtype=None, *args, **kwargs):
+    if isinstance(a, (list, tuple)) and _contains_tracer(a):
+        a = stack([_array(x) for x in a])
+    if isinstance(a, Tracer):
+        return astype(a, dtype) if dtype is not None else a
+    return _REAL["array"](a, dtype, *args, **kwargs)
+
+
+def _asarray(a, dtype=None, *args, **kwargs):
+    if _contains_tracer(a):
+        return _array(a, dtype)
+    return _REAL["asarray"](a, dtype, *args, **kwargs)
+
+
+def _full(shape, fill_value, dtype=None, *args, **kwargs):
+    if isinstance(fill_value, Tracer):
+        return broadcast_to(astype(fill_value, dtype or fill_value.dtype), shape)
+    return _REAL["full"](shape, fill_value, dtype, *args, **kwargs)
+
+
+_REAL = {"array": np.array, "asarray": np.asarray, "full": np.full}
+NUMPY_OVERRIDES = {"array": _array, "asarray": _asarray, "asanyarray": _asarray,
+                   "ascontiguousarray": _asarray, "full": _full}
+
+
+class TracingView:
+    """A module as a traced function sees it: the same attributes, with some overridden."""
+
+    def __init__(self, module, overrides):
+        self._module = module
+        self._overrides = overrides
+
+    def __getattr__(self, name):
+        if name in self._overrides:
+            return self._overrides[name]
+        return getattr(self._module, name)
+
+    def __repr__(self):
+        return f"<traced view of {self._module.__name__}>"
+
+
+def traced_replacement(value):
+    """What a traced function should see instead of `value` (None: `value` itself)."""
+    import scipy
+    import scipy.special as sps
+    if value is np:
+        return _VIEWS["numpy"]
+    if value is sps:
+        return _VIEWS["special"]
+    if value is scipy:
+        return _VIEWS["scipy"]
+    if value is sps.logsumexp:
+        return logsumexp
+    if value is np.full or value is np.array or value is np.asarray:
+        return NUMPY_OVERRIDES[value.__name__]
+    return None
+
+
+def _make_views():
+    import scipy
+    import scipy.special as sps
+    special = TracingView(sps, {"logsumexp": logsumexp})
+    return {"numpy": TracingView(np, NUMPY_OVERRIDES), "special": special,
+            "scipy": TracingView(scipy, {"special": special})}
+
+
+_VIEWS = _make_views()

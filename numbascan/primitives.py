@@ -113,16 +113,22 @@ def abstract_eval(prim: str, inputs, params):
     p = TABLE[prim]
     if p.abstract is not None:
         return p.abstract(inputs, **params)
+    elementwise = p.kind == "elementwise"
     dummies = []
     for v in inputs:
         if hasattr(v, "value"):          # Lit: keep its Python type for NEP 50 promotion
             dummies.append(v.value)
         elif prim == "index" and dummies:
             dummies.append(0)
-        else:
-            dummies.append(np.ones(v.shape, v.dtype))
+        elif elementwise:                # dtype from 0-d values, shape from broadcasting
+            dummies.append(np.ones((), v.dtype))
+        else:                            # zero-stride: no memory for large shapes
+            dummies.append(np.broadcast_to(np.ones((), v.dtype), v.shape))
     with np.errstate(all="ignore"):
         out = p.impl(*dummies, **params)
+    if elementwise:
+        shape = np.broadcast_shapes(*[np.shape(v) for v in inputs if not hasattr(v, "value")])
+        return [(np.asarray(out).dtype, shape)]
     outs = out if isinstance(out, tuple) else (out,)
     return [(np.asarray(o).dtype, np.shape(o)) for o in outs]
 

@@ -26,7 +26,18 @@ class TracingError(TypeError):
 
     def __init__(self, op, detail=""):
         self.op = op
-        super().__init__(f"cannot trace {op}" + (f": {detail}" if detail else ""))
+        self.detail = detail
+        self.where: list[str] = []
+        super().__init__(self._message())
+
+    def _message(self):
+        where = "".join(f" in {w}" for w in self.where)
+        return f"cannot trace {self.op}{where}" + (f": {self.detail}" if self.detail else "")
+
+    def add_context(self, where):
+        """Name the function being traced (innermost first) in the message."""
+        self.where.append(where)
+        self.args = (self._message(),)
 
 
 _STACK: list["Trace"] = []
@@ -321,7 +332,12 @@ def with_traced_captures(fn, trace):
         return fn, {}
     names = {}
 
+    from .numpy_api import traced_replacement
+
     def swap(value, name):
+        replacement = traced_replacement(value) if not isinstance(value, np.ndarray) else None
+        if replacement is not None:
+            return replacement
         if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
             t = Tracer(trace, trace.lift(value))
             names[t.var.id] = name

@@ -74,7 +74,7 @@ def test_jit_power_last_step():
 
 def test_python_scalars_are_static():
     A = np.array([2.0, 3.0])
-    for k in (0, 1, 3, 5):
+    for k in (1, 3, 5):
         np.testing.assert_allclose(power(A, k), A ** k)
 
     @ns.jit

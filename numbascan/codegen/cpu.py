@@ -494,7 +494,7 @@ class Renderer:
         for o, res in zip(layout.outs, e.outputs):
             rows = o.rows if o.rows is not None else o.L + n
             shape = (rows,) + (res.shape if o.keep == "last" else res.shape[1:])
-            b = self.fresh("buf")
+            b = self.fresh("sbuf")
             self.alloc(f"{b} = np.empty({shape!r}, dtype={dtype_src(res.dtype)})")
             bufs.append(b)
             if o.taps:

@@ -13,15 +13,18 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import pickle
 import sys
 import tempfile
 import threading
+import types
 from pathlib import Path
 
 import numba
 
 from .. import __version__
 
+_PACKAGE = "numbascan_generated"      # parent of generated modules in sys.modules
 _LOADED: dict[str, object] = {}
 _LOCK = threading.Lock()
 
@@ -56,10 +59,34 @@ def load_module(source: str):
             current = None
         if current != source:
             _write_atomic(path, source)
-        name = f"numbascan_generated.ns_{key}"
+        name = f"{_PACKAGE}.ns_{key}"
+        sys.modules.setdefault(_PACKAGE, types.ModuleType(_PACKAGE))
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
+        _scrub_numba_cache(path)       # numba reads its cache at the first call, after this
         _LOADED[key] = module
         return module
+
+
+def _scrub_numba_cache(path: Path):
+    """Delete numba cache files of this module that do not unpickle (corrupt or truncated),
+    so numba recompiles instead of failing while it loads them."""
+    cache = path.parent / "__pycache__"
+    if not cache.is_dir():
+        return
+    for index in cache.glob(f"{path.stem}.*.nbi"):
+        try:
+            with open(index, "rb") as f:
+                pickle.load(f)
+                pickle.loads(f.read())
+            for data in cache.glob(index.name[:-4].rsplit(".", 1)[0] + ".*.nbc"):
+                pickle.loads(data.read_bytes())
+        except Exception:
+            for stale in cache.glob(f"{path.stem}.*"):
+                try:
+                    stale.unlink()
+                except OSError:
+                    pass
+            return
