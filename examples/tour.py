@@ -4,9 +4,6 @@
 
 Each example prints numbascan's result and then the NumPy comparison, as the
 tutorial does.  The tour exits with status 1 if any example fails.
-
-The one allowed exception: 07_jacobian needs derivatives; while numbascan
-raises NotImplementedError for them, that example is reported as skipped.
 """
 import argparse
 import ast
@@ -17,9 +14,6 @@ import sys
 import traceback
 
 HERE = pathlib.Path(__file__).resolve().parent
-
-# Examples that are skipped (not failed) when they raise NotImplementedError.
-SKIP_IF_NOT_IMPLEMENTED = {"07_jacobian": "derivatives (ns.grad) are not implemented yet"}
 
 
 def examples():
@@ -41,19 +35,12 @@ def main(argv=None):
     if args.mode:
         os.environ["NUMBASCAN_MODE"] = args.mode
 
-    passed, skipped, failed = [], [], []
+    passed, failed = [], []
     for path in examples():
         name = path.stem
         print(f"=== {name}: {title(path)}", flush=True)
         try:
             runpy.run_path(str(path), run_name="__main__")
-        except NotImplementedError as exc:
-            if name not in SKIP_IF_NOT_IMPLEMENTED:
-                traceback.print_exc()
-                failed.append(name)
-            else:
-                print(f"SKIPPED: {SKIP_IF_NOT_IMPLEMENTED[name]} ({exc})")
-                skipped.append(name)
         except Exception:
             traceback.print_exc()
             failed.append(name)
@@ -61,7 +48,7 @@ def main(argv=None):
             passed.append(name)
         print(flush=True)
 
-    print(f"{len(passed)} passed, {len(skipped)} skipped, {len(failed)} failed")
+    print(f"{len(passed)} passed, {len(failed)} failed")
     if failed:
         print("failed: " + ", ".join(failed))
         return 1

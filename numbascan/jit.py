@@ -63,8 +63,9 @@ class Program:
 
 def trace_program(fn, args) -> Program:
     with Trace(getattr(fn, "__name__", "jit"), fn) as tr:
-        targs = [tr.new_arg(np.asarray(a).dtype, np.shape(a)) if not isinstance(a, STATIC_TYPES)
-                 else a for a in args]
+        targs = [a if isinstance(a, STATIC_TYPES) else
+                 tr.new_arg(a.dtype if isinstance(a, (Tracer, np.ndarray)) else
+                            np.asarray(a).dtype, np.shape(a)) for a in args]
         traced_fn, _ = with_traced_captures(fn, tr)
         try:
             out = traced_fn(*targs)
@@ -81,6 +82,46 @@ def trace_program(fn, args) -> Program:
                    [tr.rng_used[s] for s in streams], spec)
 
 
+def run_traced(fn, args, interpret=False):
+    """Trace `fn` on `args`, compile the program (or interpret it), run it, return its outputs.
+
+    Python scalars among `args` are static; arrays are traced. `interpret=True` evaluates the
+    program with the IR interpreter instead of compiling it (the python mode of derivatives).
+    """
+    from .driver import as_argument, call_compiled, compile_main
+    from .ir import eval_ir
+    values = [a if isinstance(a, STATIC_TYPES) else _checked(a, i) for i, a in enumerate(args)]
+    prog = trace_program(fn, values)
+    call_args = [as_argument(a) for a in values if not isinstance(a, STATIC_TYPES)]
+    call_args += [as_argument(k) for k in prog.shared]
+    call_args += [as_argument(c) for c in prog.captures]
+    for s in prog.streams:
+        call_args += [np.uint64(s.key), np.uint64(s.counter % 2**64)]
+    if interpret:
+        outs = eval_ir(prog.ir, call_args)
+    else:
+        outs = call_compiled(compile_main(prog.ir), *call_args)
+    for s, used in zip(prog.streams, prog.rng_used):
+        s.counter += used
+    input_ids = {id(a) for a in call_args}
+    leaves = [np.array(o, dtype=v.dtype) if id(o) in input_ids or np.ndim(o) == 0
+              else o for o, v in zip(outs, prog.ir.outputs)]
+    return _unflatten(prog.out_spec, leaves)
+
+
+def inline_inputs(prog: Program, args):
+    """Values for `prog`'s inputs when it is replayed inside the current trace."""
+    tr = current_trace()
+    values = list(args) + list(prog.shared) + list(prog.captures)
+    for s, used in zip(prog.streams, prog.rng_used):
+        key, base = tr.rng_vars(s)
+        offset = tr.rng_used[s]
+        tr.rng_used[s] += used
+        base = Tracer(tr, base)
+        values += [Tracer(tr, key), base + np.uint64(offset) if offset else base]
+    return values
+
+
 class JitFunction:
     def __init__(self, fn):
         self.fn = fn
@@ -95,23 +136,7 @@ class JitFunction:
                 return self.fn(*args)
             finally:
                 _MODE_OVERRIDE.pop()
-        from .driver import as_argument, call_compiled, compile_main
-        values = [a if isinstance(a, STATIC_TYPES) else _checked(a, i)
-                  for i, a in enumerate(args)]
-        prog = trace_program(self.fn, values)
-        fn = compile_main(prog.ir)
-        call_args = [as_argument(a) for a in values if not isinstance(a, STATIC_TYPES)]
-        call_args += [as_argument(k) for k in prog.shared]
-        call_args += [as_argument(c) for c in prog.captures]
-        for s in prog.streams:
-            call_args += [np.uint64(s.key), np.uint64(s.counter % 2**64)]
-        outs = call_compiled(fn, *call_args)
-        for s, used in zip(prog.streams, prog.rng_used):
-            s.counter += used
-        input_ids = {id(a) for a in call_args}
-        leaves = [np.array(o, dtype=v.dtype) if id(o) in input_ids or np.ndim(o) == 0
-                  else o for o, v in zip(outs, prog.ir.outputs)]
-        return _unflatten(prog.out_spec, leaves)
+        return run_traced(self.fn, args)
 
     def source(self, *args):
         from .codegen.cpu import Module, render_main_function

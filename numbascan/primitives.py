@@ -108,6 +108,15 @@ def index_tuple(spec, dyn):
 _def("index", "structural", lambda x, *dyn, spec: np.asarray(x[index_tuple(spec, dyn)]).copy())
 
 
+def _index_add(base, update, *dyn, spec):
+    out = np.array(base, copy=True)
+    out[index_tuple(spec, dyn)] += update
+    return out
+
+
+_def("index_add", "structural", _index_add)
+
+
 def abstract_eval(prim: str, inputs, params):
     """Output (dtype, shape) pairs, found by running the NumPy implementation on dummies."""
     p = TABLE[prim]
@@ -118,7 +127,7 @@ def abstract_eval(prim: str, inputs, params):
     for v in inputs:
         if hasattr(v, "value"):          # Lit: keep its Python type for NEP 50 promotion
             dummies.append(v.value)
-        elif prim == "index" and dummies:
+        elif prim in ("index", "index_add") and len(dummies) >= (1 if prim == "index" else 2):
             dummies.append(0)
         elif elementwise:                # dtype from 0-d values, shape from broadcasting
             dummies.append(np.ones((), v.dtype))

@@ -23,7 +23,7 @@ from .shared import Updates
 from .trace import Tracer, current_trace
 
 
-def _abstract(inputs, step, layout, n_steps):
+def _abstract(inputs, step, layout, n_steps, **_):
     avals = []
     for o, v in zip(layout.outs, step.outputs):
         shape = tuple(v.shape) if o.keep == "last" else (n_steps,) + tuple(v.shape)
@@ -31,7 +31,7 @@ def _abstract(inputs, step, layout, n_steps):
     return avals
 
 
-def _impl(*args, step, layout, n_steps):
+def _impl(*args, step, layout, n_steps, **_):
     """Reference semantics of a scan equation (the interpreter's loop)."""
     ns, nr = len(layout.seqs), 2 * len(layout.rng)
     n_fed = sum(1 for o in layout.outs if o.taps)
@@ -94,6 +94,7 @@ def bind_scan(sa: ScanArgs):
     layout = replace(ts.layout, rng=tuple(rng_layout))
     inputs = (list(sa.seqs) + [i for i in sa.inits if i is not None] + list(ts.shared_states) +
               list(sa.nonseqs) + list(ts.captures) + rng_inputs)
-    outs = outer.bind("scan", inputs, step=ts.ir, layout=layout, n_steps=sa.n_steps)
+    outs = outer.bind("scan", inputs, step=ts.ir, layout=layout, n_steps=sa.n_steps,
+                      truncate=sa.truncate_gradient, checkpoint=sa.checkpoint)
     updates = Updates(zip(ts.shared_states, outs[ts.n_outputs:]))
     return outs[:ts.n_outputs], updates

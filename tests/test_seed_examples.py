@@ -104,9 +104,6 @@ def test_taps_recurrence(mode):
     np.testing.assert_allclose(results, x_res, rtol=1e-12)
 
 
-# TODO: remove this xfail once numbascan implements derivatives.
-@pytest.mark.xfail(raises=NotImplementedError, strict=False,
-                   reason="derivatives not implemented yet")
 def test_jacobian():
     results, expected = example("07_jacobian").main()
     seed = [[0.41997434, 0., 0.41997434, 0., 0.],

@@ -441,9 +441,8 @@ class Renderer:
             self.close(out, x.ndim)
             offset += x.shape[axis]
 
-    def r_index(self, out: Lines, e: Eqn):
-        x, dyn, res = e.inputs[0], e.inputs[1:], e.outputs[0]
-        spec = e.p["spec"]
+    def _index_source(self, out: Lines, spec, dyn):
+        """Index expressions per indexed axis (None for a slice, filled in by the loops)."""
         src, dyn_it = [], iter(dyn)
         for s in spec:
             if s[0] == "int":
@@ -456,18 +455,39 @@ class Renderer:
                 src.append(d)
             else:
                 src.append(None)
-        if all(s is not None for s in src):          # integer indices only: a row view
+        return src
+
+    def _indexed(self, spec, src, loop_idx):
+        it = iter(loop_idx)
+        full = [sv if sv is not None else f"{s[1]} + {s[2]} * {next(it)}"
+                for s, sv in zip(spec, src)]
+        return full + list(it)
+
+    def r_index(self, out: Lines, e: Eqn):
+        x, dyn, res = e.inputs[0], e.inputs[1:], e.outputs[0]
+        spec = e.p["spec"]
+        src = self._index_source(out, spec, dyn)
+        if all(s is not None for s in src) and res.id not in self.alias:   # a row view
+            out(f"{self.name(res)} = {self.name(x)}[{_idx(src)}]")
+            return
+        if res.shape == ():
             out(f"{self.name(res)} = {self.name(x)}[{_idx(src)}]")
             return
         R = self.buffer(res, out)
         loop_idx = self.loops(out, res.shape)
-        it = iter(loop_idx)
-        full = []
-        for s, sv in zip(spec, src):
-            full.append(sv if sv is not None else f"{s[1]} + {s[2]} * {next(it)}")
-        full += list(it)
-        out(f"{R}[{_idx(loop_idx)}] = {self.name(x)}[{_idx(full)}]")
+        out(f"{R}[{_idx(loop_idx)}] = {self.name(x)}[{_idx(self._indexed(spec, src, loop_idx))}]")
         self.close(out, res.ndim)
+
+    def r_index_add(self, out: Lines, e: Eqn):
+        base, upd, dyn, res = e.inputs[0], e.inputs[1], e.inputs[2:], e.outputs[0]
+        spec = e.p["spec"]
+        R = self.buffer(res, out)
+        self.copy_into(out, R, None, base, res.shape)
+        src = self._index_source(out, spec, dyn)
+        loop_idx = self.loops(out, upd.shape)
+        target = _idx(self._indexed(spec, src, loop_idx))
+        out(f"{R}[{target}] += {self.read(upd, loop_idx)}")
+        self.close(out, len(upd.shape))
 
     def r_random(self, out: Lines, e: Eqn):
         key, base = (self.name(v) for v in e.inputs)

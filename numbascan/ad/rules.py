@@ -1,0 +1,175 @@
+"""Stage: derivative rules — one short entry per primitive and mode.
+
+Elementwise primitives: `ELEMENTWISE[prim]` holds, per input, `g -> g * d ans / d input`
+written with NumPy on tracers (`ans` is the output, `x, y, ...` the inputs). Because the partial
+derivatives are diagonal, the same entry is the forward rule (g = the input's tangent) and the
+reverse rule (g = the output's cotangent, then summed over broadcast axes).
+Linear primitives: the forward rule applies the primitive to the tangent; `TRANSPOSE[prim]`
+is the reverse rule. `None` marks an input without a derivative.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..trace import bind
+
+ZERO_DERIVATIVE = {  # piecewise constant, integer- or bool-valued: no derivative
+    "sign", "floor", "ceil", "logical_not", "invert", "isnan", "isfinite", "equal", "not_equal",
+    "less", "less_equal", "greater", "greater_equal", "logical_and", "logical_or", "logical_xor",
+    "bitwise_and", "bitwise_or", "bitwise_xor", "floor_divide", "argmax", "argmin", "random",
+}
+
+
+def _safe_log(x):
+    return np.log(np.where(x > 0, x, 1.0))
+
+
+ELEMENTWISE = {
+    "add": (lambda g, ans, x, y: g, lambda g, ans, x, y: g),
+    "subtract": (lambda g, ans, x, y: g, lambda g, ans, x, y: -g),
+    "multiply": (lambda g, ans, x, y: g * y, lambda g, ans, x, y: g * x),
+    "true_divide": (lambda g, ans, x, y: g / y, lambda g, ans, x, y: -g * ans / y),
+    "power": (lambda g, ans, x, y: g * y * np.where(y == 0, 0.0, x ** np.where(y == 0, 1, y - 1)),
+              lambda g, ans, x, y: g * ans * _safe_log(x)),
+    "remainder": (lambda g, ans, x, y: g, lambda g, ans, x, y: -g * np.floor_divide(x, y)),
+    "maximum": (lambda g, ans, x, y: g * np.where(x > y, 1.0, np.where(x == y, 0.5, 0.0)),
+                lambda g, ans, x, y: g * np.where(y > x, 1.0, np.where(x == y, 0.5, 0.0))),
+    "minimum": (lambda g, ans, x, y: g * np.where(x < y, 1.0, np.where(x == y, 0.5, 0.0)),
+                lambda g, ans, x, y: g * np.where(y < x, 1.0, np.where(x == y, 0.5, 0.0))),
+    "arctan2": (lambda g, ans, y, x: g * x / (x * x + y * y),
+                lambda g, ans, y, x: -g * y / (x * x + y * y)),
+    "negative": (lambda g, ans, x: -g,),
+    "absolute": (lambda g, ans, x: g * np.sign(x),),
+    "exp": (lambda g, ans, x: g * ans,),
+    "expm1": (lambda g, ans, x: g * (ans + 1),),
+    "log": (lambda g, ans, x: g / x,),
+    "log1p": (lambda g, ans, x: g / (x + 1),),
+    "sqrt": (lambda g, ans, x: g / (2 * ans),),
+    "square": (lambda g, ans, x: g * 2 * x,),
+    "reciprocal": (lambda g, ans, x: -g * ans * ans,),
+    "sin": (lambda g, ans, x: g * np.cos(x),),
+    "cos": (lambda g, ans, x: -g * np.sin(x),),
+    "tan": (lambda g, ans, x: g * (1 + ans * ans),),
+    "arcsin": (lambda g, ans, x: g / np.sqrt(1 - x * x),),
+    "arccos": (lambda g, ans, x: -g / np.sqrt(1 - x * x),),
+    "arctan": (lambda g, ans, x: g / (1 + x * x),),
+    "sinh": (lambda g, ans, x: g * np.cosh(x),),
+    "cosh": (lambda g, ans, x: g * np.sinh(x),),
+    "tanh": (lambda g, ans, x: g * (1 - ans * ans),),
+    "arcsinh": (lambda g, ans, x: g / np.sqrt(x * x + 1),),
+    "arccosh": (lambda g, ans, x: g / np.sqrt(x * x - 1),),
+    "arctanh": (lambda g, ans, x: g / (1 - x * x),),
+    "expit": (lambda g, ans, x: g * ans * (1 - ans),),
+    "logit": (lambda g, ans, x: g / (x * (1 - x)),),
+    "erf": (lambda g, ans, x: g * (2 / math.sqrt(math.pi)) * np.exp(-x * x),),
+    "where": (None, lambda g, ans, c, x, y: np.where(c, g, 0.0),
+              lambda g, ans, c, x, y: np.where(c, 0.0, g)),
+    "convert": (lambda g, ans, x, dtype=None: g,),
+}
+
+# linear in the listed inputs: forward rule = the primitive applied to the tangent
+LINEAR = {"reshape": (0,), "transpose": (0,), "broadcast_to": (0,), "reduce_sum": (0,),
+          "cumsum": (0,), "index": (0,), "index_add": (0, 1), "concatenate": "all",
+          "convert": (0,)}
+
+
+def unbroadcast(g, shape):
+    """Sum `g` over the axes that broadcasting added or stretched to reach g's shape."""
+    gshape = np.shape(g)
+    if tuple(gshape) == tuple(shape):
+        return g
+    lead = len(gshape) - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape)
+                                      if s == 1 and gshape[lead + i] != 1)
+    if axes:
+        g = np.sum(g, axis=axes)
+    return np.reshape(g, shape)
+
+
+def _keepdims_shape(shape, axes):
+    return tuple(1 if i in axes else s for i, s in enumerate(shape))
+
+
+def _expand(g, x, axes, keepdims):
+    """Cotangent of a reduction over `axes`, broadcast back to x's shape."""
+    if not keepdims:
+        g = np.reshape(g, _keepdims_shape(x.shape, axes))
+    return np.broadcast_to(g, x.shape)
+
+
+def _flip(x, axis):
+    key = [slice(None)] * x.ndim
+    key[axis] = slice(None, None, -1)
+    return x[tuple(key)]
+
+
+def _matmul_transpose(g, a, b):
+    """Cotangents (of a, of b) for ans = a @ b, a and b 1-d or 2-d."""
+    if a.ndim == 1 and b.ndim == 1:
+        return g * b, g * a
+    if a.ndim == 1:                         # (k) @ (k, n)
+        return b @ g, np.outer(a, g)
+    if b.ndim == 1:                         # (m, k) @ (k)
+        return np.outer(g, b), g @ a
+    return g @ b.T, a.T @ g
+
+
+def _concat_transpose(g, *xs, axis):
+    outs, start = [], 0
+    for x in xs:
+        key = [slice(None)] * g.ndim
+        key[axis] = slice(start, start + x.shape[axis])
+        outs.append(g[tuple(key)])
+        start += x.shape[axis]
+    return outs
+
+
+TRANSPOSE = {   # reverse rules of linear and structural primitives: g -> input cotangents
+    "reshape": lambda g, ans, x, shape: [np.reshape(g, x.shape)],
+    "transpose": lambda g, ans, x, axes: [np.transpose(g, tuple(np.argsort(axes)))],
+    "broadcast_to": lambda g, ans, x, shape: [unbroadcast(g, x.shape)],
+    "reduce_sum": lambda g, ans, x, axes, keepdims: [_expand(g, x, axes, keepdims)],
+    "cumsum": lambda g, ans, x, axis: [_flip(np.cumsum(_flip(g, axis), axis=axis), axis)],
+    "concatenate": lambda g, ans, *xs, axis: _concat_transpose(g, *xs, axis=axis),
+    "index": lambda g, ans, x, *dyn, spec:
+        [bind("index_add", [np.zeros(x.shape, g.dtype), g, *dyn], spec=spec)] + [None] * len(dyn),
+    "index_add": lambda g, ans, base, upd, *dyn, spec:
+        [g, bind("index", [g, *dyn], spec=spec)] + [None] * len(dyn),
+    "matmul": lambda g, ans, a, b: list(_matmul_transpose(g, a, b)),
+    "reduce_prod": lambda g, ans, x, axes, keepdims:
+        [_expand(g, x, axes, keepdims) * _expand(ans, x, axes, keepdims) / x],
+    "reduce_max": lambda g, ans, x, axes, keepdims: [_extremum(g, ans, x, axes, keepdims)],
+    "reduce_min": lambda g, ans, x, axes, keepdims: [_extremum(g, ans, x, axes, keepdims)],
+}
+
+
+def _reduce_jvp(weights):
+    return lambda t, ans, x, axes, keepdims: np.sum(t * weights(ans, x, axes, keepdims),
+                                                    axis=axes, keepdims=keepdims)
+
+
+JVP = {   # forward rules of nonlinear, non-elementwise primitives: tangents -> output tangent
+    "matmul": lambda ts, ans, a, b: _add(None if ts[0] is None else ts[0] @ b,
+                                         None if ts[1] is None else a @ ts[1]),
+    "reduce_prod": lambda ts, ans, x, **p: _reduce_jvp(
+        lambda ans, x, axes, keepdims: _expand(ans, x, axes, keepdims) / x)(ts[0], ans, x, **p),
+    "reduce_max": lambda ts, ans, x, **p: _reduce_jvp(_share)(ts[0], ans, x, **p),
+    "reduce_min": lambda ts, ans, x, **p: _reduce_jvp(_share)(ts[0], ans, x, **p),
+}
+
+
+def _share(ans, x, axes, keepdims):
+    hit = np.where(x == _expand(ans, x, axes, keepdims), 1.0, 0.0)
+    return hit / np.broadcast_to(np.sum(hit, axis=axes, keepdims=True), x.shape)
+
+
+def _extremum(g, ans, x, axes, keepdims):
+    """Cotangent of max/min: shared equally by the elements that attain it."""
+    return _expand(g, x, axes, keepdims) * _share(ans, x, axes, keepdims)
+
+
+def _add(a, b):
+    return b if a is None else a if b is None else a + b

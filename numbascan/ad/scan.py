@@ -1,0 +1,372 @@
+"""Stage: IR -> IR derivatives of scans — tangents beside the loop, and a tape for reverse mode.
+
+Forward mode: one new scan whose step is the jvp of the step; tangents of fed-back outputs are
+carried as extra states, only for the carries whose tangent can be nonzero (a fixpoint over
+the step's dependencies, as in JAX).
+
+Reverse mode: the step's vjp is split by partial evaluation into a forward part (the primal
+step plus the intermediates the backward pass needs: the *residuals*) and a backward part. The
+forward scan stores every state and one row of residuals per step (the tape). The backward
+scan runs the step's backward part from the last step to the first (`go_backwards=True`):
+
+    sequences      the primal sequences and stored states, read at the same taps (negated,
+                   because the walk is reversed), the tape, and output cotangents
+    carried        per fed-back output a window of L pending cotangents (window[j] belongs to
+                   out[t - j]); per non-sequence or captured input an accumulator
+    map outputs    one cotangent per sequence tap, placed into the sequence's cotangent after
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..ir import IR, Var
+from ..layout import Layout, OutLayout
+from ..trace import current_trace
+from . import rules
+from .core import (Backward, DerivativeError, active_vars, dead_code_elimination, jvp_replay,
+                   replay, split_known, trace_closure, zeros_like)
+
+
+@dataclass
+class Parts:
+    """An outer scan equation's inputs, by role (see scanprim.py for the order)."""
+    seqs: list
+    inits: list
+    rest: list          # non_sequences then captures
+    rng: list
+
+    @classmethod
+    def split(cls, layout: Layout, ins):
+        ns = len(layout.seqs)
+        nf = sum(1 for o in layout.outs if o.taps)
+        nr = 2 * len(layout.rng)
+        end = len(ins) - nr
+        return cls(list(ins[:ns]), list(ins[ns:ns + nf]), list(ins[ns + nf:end]), list(ins[end:]))
+
+
+def fed_outputs(layout):
+    return [i for i, o in enumerate(layout.outs) if o.taps]
+
+
+def step_input_mask(layout, seq_on, state_on, rest_on):
+    mask = []
+    for sl, on in zip(layout.seqs, seq_on):
+        mask += [on] * len(sl.taps)
+    for o, on in zip([o for o in layout.outs if o.taps], state_on):
+        mask += [on] * len(o.taps)
+    return mask + list(rest_on) + [False] * (2 * len(layout.rng))
+
+
+def activity(step: IR, layout: Layout, seq_on, state_on, rest_on):
+    """Fixpoint: which states carry derivatives, given which inputs do."""
+    state_on = list(state_on)
+    fed = fed_outputs(layout)
+    while True:
+        mask = step_input_mask(layout, seq_on, state_on, rest_on)
+        act = active_vars(step, mask)
+        out_on = [isinstance(v, Var) and v.id in act for v in step.outputs[:len(layout.outs)]]
+        grown = False
+        for k, o in enumerate(fed):
+            if out_on[o] and not state_on[k]:
+                state_on[k] = grown = True
+        if not grown:
+            return mask, out_on, state_on
+
+
+def state_aval(init, taps):
+    return (init.dtype, tuple(init.shape) if taps == (-1,) else tuple(init.shape[1:]))
+
+
+def bind_scan_program(step_fn, seqs, seq_layouts, out_layouts, inits, rest, rng, layout_rng,
+                      n_steps, go_backwards=False, name="derivative step"):
+    """Trace `step_fn` (arguments in Layout order, rng pairs last) and bind it as a scan."""
+    avals = []
+    for s, sl in zip(seqs, seq_layouts):
+        avals += [(s.dtype, tuple(s.shape[1:]))] * len(sl.taps)
+    fed = [o for o in out_layouts if o.taps]
+    for init, o in zip(inits, fed):
+        avals += [state_aval(init, o.taps)] * len(o.taps)
+    avals += [(np.dtype(r.dtype), tuple(np.shape(r))) for r in rest]
+    avals += [(np.dtype(np.uint64), ())] * len(rng)
+    ir, sources = trace_closure(step_fn, avals, name)
+    n_args = len(avals)
+    nr = len(rng)
+    inputs = ir.inputs[:n_args - nr] + ir.inputs[n_args:] + ir.inputs[n_args - nr:n_args]
+    ir = IR(inputs, ir.eqns, ir.outputs)
+    layout = Layout(seqs=tuple(seq_layouts), outs=tuple(out_layouts), n_outputs=len(out_layouts),
+                    n_nonseqs=len(rest), n_captures=len(sources), rng=tuple(layout_rng),
+                    go_backwards=go_backwards)
+    return current_trace().bind("scan", list(seqs) + list(inits) + list(rest) + list(sources) +
+                                list(rng), step=ir, layout=layout, n_steps=n_steps)
+
+
+def _step_args(layout, seq_taps, state_taps, rest, rng):
+    return list(seq_taps) + list(state_taps) + list(rest) + list(rng)
+
+
+# ------------------------------------------------------------------------------------------------
+# forward mode
+
+
+def scan_jvp(e, ins, tins):
+    step, layout, n = e.p["step"], e.p["layout"], e.p["n_steps"]
+    if layout.until:
+        raise DerivativeError("derivatives of a scan with ns.until inside a traced program")
+    P, T = Parts.split(layout, ins), Parts.split(layout, tins)
+    seq_on = [t is not None for t in T.seqs]
+    rest_on = [t is not None for t in T.rest]
+    mask, out_on, state_on = activity(step, layout, seq_on, [t is not None for t in T.inits],
+                                      rest_on)
+    fed = fed_outputs(layout)
+    act_seqs = [j for j, on in enumerate(seq_on) if on]
+    act_rest = [i for i, on in enumerate(rest_on) if on]
+    act_outs = [o for o, on in enumerate(out_on) if on]
+    n_out = len(layout.outs)
+    tinits = [T.inits[k] if T.inits[k] is not None else zeros_like(P.inits[k])
+              for k, o in enumerate(fed) if o in act_outs]
+
+    def step_fn(*args):
+        it = iter(args)
+        seq_taps = [[next(it) for _ in sl.taps] for sl in layout.seqs]
+        tseq_taps = {j: [next(it) for _ in layout.seqs[j].taps] for j in act_seqs}
+        state_taps = [[next(it) for _ in layout.outs[o].taps] for o in fed]
+        tstate_taps = {o: [next(it) for _ in layout.outs[o].taps] for o in act_outs
+                       if layout.outs[o].taps}
+        rest = [next(it) for _ in P.rest]
+        trest = {i: next(it) for i in act_rest}
+        rng = list(it)
+        X = [x for taps in seq_taps for x in taps] + [x for taps in state_taps for x in taps] \
+            + rest + rng
+        TX = [t for j, sl in enumerate(layout.seqs) for t in tseq_taps.get(j, [None] * len(sl.taps))]
+        TX += [t for o in fed for t in tstate_taps.get(o, [None] * len(layout.outs[o].taps))]
+        TX += [trest.get(i) for i in range(len(rest))] + [None] * len(rng)
+        outs, touts = jvp_replay(step, X, TX)
+        tangents = [touts[o] if touts[o] is not None else zeros_like(outs[o]) for o in act_outs]
+        return outs[:n_out] + tangents
+
+    out_layouts = list(layout.outs) + [layout.outs[o] for o in act_outs]
+    new = bind_scan_program(
+        step_fn, P.seqs + [T.seqs[j] for j in act_seqs],
+        list(layout.seqs) + [layout.seqs[j] for j in act_seqs], out_layouts,
+        P.inits + tinits, P.rest + [T.rest[i] for i in act_rest], P.rng, layout.rng, n,
+        layout.go_backwards, "jvp step")
+    touts = [None] * n_out
+    for k, o in enumerate(act_outs):
+        touts[o] = new[n_out + k]
+    return new[:n_out], touts
+
+
+# ------------------------------------------------------------------------------------------------
+# reverse mode
+
+
+@dataclass
+class Tape:
+    """What the forward scan of reverse mode recorded, for the backward scan."""
+    backward: IR               # inputs: step inputs, extra captures, residuals, cotangents
+    extra_sources: list        # outer values of the extra captures
+    residuals: list            # outer tracers, one row per step
+    states: list               # per fed-back output: every state, (n, *shape)
+    in_mask: list              # which step inputs get cotangents
+    out_on: list               # which step outputs take cotangents
+    state_on: list
+
+
+def scan_vjp_forward(e, ins, live):
+    step, layout, n = e.p["step"], e.p["layout"], e.p["n_steps"]
+    if layout.until:
+        raise DerivativeError("derivatives of a scan with ns.until inside a traced program")
+    P = Parts.split(layout, ins)
+    ns_, nf = len(P.seqs), len(P.inits)
+    seq_on = live[:ns_]
+    state_on0 = live[ns_:ns_ + nf]
+    rest_on = live[ns_ + nf:ns_ + nf + len(P.rest)]
+    in_mask, out_on, state_on = activity(step, layout, seq_on, state_on0, rest_on)
+    if n == 0:
+        return current_trace().bind("scan", ins, **e.p), None
+    n_out = len(layout.outs)
+    x_avals = [(v.dtype, v.shape) for v in step.inputs]
+    ct_avals = [(step.outputs[o].dtype, step.outputs[o].shape) for o in range(n_out) if out_on[o]]
+
+    def vjp_fn(*args):
+        X, cts = args[:len(x_avals)], list(args[len(x_avals):])
+        bw = Backward(step, X, in_mask)
+        g = [cts.pop(0) if o < n_out and out_on[o] else None for o in range(len(step.outputs))]
+        in_cts = bw.run(g)
+        return bw.outputs[:n_out] + [c if c is not None else zeros_like(x)
+                                     for c, x, on in zip(in_cts, X, in_mask) if on]
+
+    V, extra_sources = trace_closure(vjp_fn, x_avals + ct_avals, "vjp step")
+    nx, nct = len(x_avals), len(ct_avals)
+    X_vars, ct_vars, extra = V.inputs[:nx], V.inputs[nx:nx + nct], V.inputs[nx + nct:]
+    late = V.outputs[n_out:]
+    known, unknown, residuals = split_known(V, ct_vars, late)
+    nr = 2 * len(layout.rng)
+    fwd_inputs = X_vars[:nx - nr] + extra + X_vars[nx - nr:]
+    forward = dead_code_elimination(IR(fwd_inputs, tuple(known),
+                                       tuple(V.outputs[:n_out]) + tuple(residuals)))
+    backward = IR(tuple(X_vars) + tuple(extra) + tuple(residuals) + tuple(ct_vars),
+                  tuple(unknown), tuple(late))
+    fwd_layout = replace(
+        layout, outs=tuple(replace(o, keep="all") if o.taps else o for o in layout.outs) +
+        tuple(OutLayout(()) for _ in residuals), n_outputs=n_out + len(residuals),
+        n_captures=layout.n_captures + len(extra))
+    fwd_ins = P.seqs + P.inits + P.rest + list(extra_sources) + P.rng
+    outs = current_trace().bind("scan", fwd_ins, **{**e.p, "step": forward,
+                                                     "layout": fwd_layout})
+    primal, states = [], []
+    for o, (ol, v) in enumerate(zip(layout.outs, outs[:n_out])):
+        if ol.taps:
+            states.append(v)
+        primal.append(v[n - 1] if ol.taps and ol.keep == "last" else v)
+    tape = Tape(backward, list(extra_sources), list(outs[n_out:]), states, in_mask, out_on,
+                state_on)
+    return primal, tape
+
+
+def _pad_rows(x, before, after):
+    parts = []
+    if before:
+        parts.append(np.zeros((before,) + tuple(x.shape[1:]), x.dtype))
+    parts.append(x)
+    if after:
+        parts.append(np.zeros((after,) + tuple(x.shape[1:]), x.dtype))
+    return np.concatenate(parts) if len(parts) > 1 else x
+
+
+def scan_vjp_backward(e, ins, outs, gs, tape: Tape):
+    from ..api import scan
+    step, layout, n = e.p["step"], e.p["layout"], e.p["n_steps"]
+    P = Parts.split(layout, ins)
+    fed = fed_outputs(layout)
+    if tape is None:                                     # zero steps: outputs are the inits
+        cts = [None] * len(ins)
+        for k, o in enumerate(fed):
+            if gs[o] is not None and layout.outs[o].keep == "last":
+                cts[len(P.seqs) + k] = gs[o] if layout.outs[o].taps == (-1,) else \
+                    _pad_rows(gs[o][None], layout.outs[o].L - 1, 0)
+        return cts
+    trunc = e.p.get("truncate", -1)
+    t0 = max(0, n - trunc) if trunc > 0 else 0
+    nb = n - t0
+    n_out = len(layout.outs)
+    sequences, eff_seqs = [], []
+    for s, sl in zip(P.seqs, layout.seqs):
+        eff = s[::-1] if layout.go_backwards else s
+        eff_seqs.append(eff)
+        sequences.append(dict(input=eff[t0:n + sl.m + sl.M], taps=[-t for t in sl.taps]))
+    for k, o in enumerate(fed):
+        ol = layout.outs[o]
+        init = P.inits[k]
+        rows = init[None] if ol.taps == (-1,) else init
+        full = np.concatenate([rows, tape.states[k]])
+        sequences.append(dict(input=full[t0:n + ol.L], taps=[-t for t in ol.taps]))
+    sequences += [r[t0:n] for r in tape.residuals]
+    ybar_from = {}
+    for o in range(n_out):
+        g, ol = gs[o], layout.outs[o]
+        if g is None or not tape.out_on[o]:
+            continue
+        if ol.keep == "all":
+            ybar_from[o] = len(sequences)
+            sequences.append(g[t0:n])
+        elif not ol.taps:
+            ybar_from[o] = len(sequences)
+            sequences.append(_pad_rows(g[None], nb - 1, 0))
+    act_fed = [k for k, o in enumerate(fed) if tape.state_on[k]]
+    windows = []
+    for k in act_fed:
+        o = fed[k]
+        ol, init = layout.outs[o], P.inits[k]
+        shape = tuple(init.shape) if ol.taps == (-1,) else tuple(init.shape[1:])
+        w = np.zeros((ol.L,) + shape, init.dtype)
+        if ol.keep == "last" and gs[o] is not None:      # the last state's cotangent
+            w = _pad_rows(gs[o][None].astype(init.dtype), 0, ol.L - 1)
+        windows.append(w)
+    n_seq_in = sum(len(sl.taps) for sl in layout.seqs)
+    n_state_in = sum(len(layout.outs[o].taps) for o in fed)
+    rest_mask = tape.in_mask[n_seq_in + n_state_in:n_seq_in + n_state_in + len(P.rest)]
+    act_rest = [i for i, on in enumerate(rest_mask) if on]
+    accs = [zeros_like(P.rest[i]) for i in act_rest]
+    seq_mask = tape.in_mask[:n_seq_in]
+    n_res, n_ybar = len(tape.residuals), len(ybar_from)
+    nr = 2 * len(layout.rng)
+    backward = tape.backward
+
+    def bwd_step(*args):
+        it = iter(args)
+        seq_taps = [next(it) for _ in range(n_seq_in)]
+        state_taps = [next(it) for _ in range(n_state_in)]
+        res = [next(it) for _ in range(n_res)]
+        ybar = {o: next(it) for o in ybar_from}
+        wins = [next(it) for _ in act_fed]
+        acc = [next(it) for _ in act_rest]
+        rest = [next(it) for _ in P.rest]
+        extra = [next(it) for _ in tape.extra_sources]
+        X = seq_taps + state_taps + rest + [np.uint64(0)] * nr
+        win_of = dict(zip([fed[k] for k in act_fed], wins))
+        cts = []
+        for o in range(n_out):
+            if not tape.out_on[o]:
+                continue
+            g = ybar.get(o)
+            if o in win_of:
+                g = rules._add(g, win_of[o][0])
+            cts.append(g if g is not None else np.zeros(step.outputs[o].shape,
+                                                        step.outputs[o].dtype))
+        in_cts = iter(replay(backward, X + extra + res + cts))
+        per_input = [next(in_cts) if on else None for on in tape.in_mask]
+        seq_cts = [c for c, on in zip(per_input[:n_seq_in], seq_mask) if on]
+        state_cts = per_input[n_seq_in:n_seq_in + n_state_in]
+        new_wins, pos = [], 0
+        tap_cts = {}
+        for k, o in enumerate(fed):
+            for tap in layout.outs[o].taps:
+                tap_cts[(o, tap)] = state_cts[pos]
+                pos += 1
+        for k, w in zip(act_fed, wins):
+            o = fed[k]
+            L = layout.outs[o].L
+            rows = []
+            for j in range(L):
+                row = w[j + 1] if j + 1 < L else np.zeros(w.shape[1:], w.dtype)
+                c = tap_cts.get((o, -(j + 1)))
+                rows.append(row + c if c is not None else row)
+            new_wins.append(np.stack(rows))
+        rest_cts = per_input[n_seq_in + n_state_in:n_seq_in + n_state_in + len(P.rest)]
+        new_acc = [a + rest_cts[i] for a, i in zip(acc, act_rest)]
+        return new_wins + new_acc + seq_cts
+
+    outputs_info = [dict(initial=w) for w in windows] + [dict(initial=a) for a in accs] + \
+        [None] * sum(seq_mask)
+    result = scan(bwd_step, sequences=sequences, outputs_info=outputs_info,
+                  non_sequences=P.rest + tape.extra_sources, go_backwards=True, n_steps=nb,
+                  return_list=True)[0]
+    cts = [None] * len(ins)
+    it = iter(result)
+    for k in act_fed:
+        w = next(it)[-1]
+        if t0 == 0:
+            ol = layout.outs[fed[k]]
+            cts[len(P.seqs) + k] = w[0] if ol.taps == (-1,) else w[::-1]
+    base = len(P.seqs) + len(P.inits)
+    for i in act_rest:
+        cts[base + i] = next(it)[-1]
+    pos = 0
+    for j, (s, sl) in enumerate(zip(P.seqs, layout.seqs)):
+        total = None
+        for tap in sl.taps:
+            if not seq_mask[pos]:
+                pos += 1
+                continue
+            pos += 1
+            c = next(it)[::-1]
+            before = t0 + sl.m + tap
+            placed = _pad_rows(c, before, len(s) - before - nb)
+            total = rules._add(total, placed)
+        if total is not None:
+            cts[j] = total[::-1] if layout.go_backwards else total
+    return cts
