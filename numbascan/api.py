@@ -108,6 +108,7 @@ class ScanArgs:
     checkpoint: object
     keep_last: bool = False
     state_avals: list = field(default_factory=list)   # per fed-back output: (dtype, step shape)
+    has_until: bool = False                            # found out when the step runs or is traced
 
     def arg_avals(self):
         avals = []
@@ -303,7 +304,7 @@ def step_name(sa: ScanArgs):
 
 
 def trace_step(sa: ScanArgs) -> TracedStep:
-    with Trace(sa.name or "step", sa.fn) as tr:
+    with Trace(sa.name or "step", sa.fn, kind="step") as tr:
         args = [tr.new_arg(d, s) for d, s in sa.arg_avals()]
         fn, capture_names = with_traced_captures(getattr(sa.fn, "fn", sa.fn), tr)
         try:
@@ -499,6 +500,7 @@ def scan_python(sa: ScanArgs):
             frame.end_step()
             n_run = t + 1
             if cond is not None:
+                sa.has_until = True
                 cond = np.asarray(cond)
                 if cond.shape != ():
                     raise ScanError(f"until: the condition must be a scalar, found shape "
@@ -537,6 +539,53 @@ def _last(a, i, sa):
 # the public family
 
 
+class UNTIL_TRIPS:
+    """How many steps the eager scans with ns.until ran, in call order, so that a trace of the
+    same function (a derivative, ns.jit) can give each of them its number of steps.
+
+    A traced program needs static shapes; a scan that stops early has a data-dependent length.
+    `run_traced` records the trip counts with one eager run, then traces again (`replay`)."""
+    recording = None
+    replay = None
+
+
+class UntilInTrace(ScanError):
+    pass
+
+
+def _returns_until(sa):
+    return sa.has_until
+
+
+def record_until_trips(fn, args):
+    """Run `fn(*args)` eagerly and return the trip counts of its scans with ns.until."""
+    outer = UNTIL_TRIPS.recording
+    UNTIL_TRIPS.recording = []
+    try:
+        fn(*args)
+        return UNTIL_TRIPS.recording
+    finally:
+        trips = UNTIL_TRIPS.recording
+        UNTIL_TRIPS.recording = outer
+        if outer is not None:
+            outer.extend(trips)
+
+
+def trace_with_until_trips(trace_fn, eager_fn, args):
+    """`trace_fn()`; if it meets a scan with ns.until, run `eager_fn(*args)` once to learn each
+    such scan's number of steps, then trace again with those numbers."""
+    try:
+        return trace_fn()
+    except UntilInTrace:
+        trips = record_until_trips(eager_fn, args)
+    outer = UNTIL_TRIPS.replay
+    UNTIL_TRIPS.replay = list(trips)
+    try:
+        return trace_fn()
+    finally:
+        UNTIL_TRIPS.replay = outer
+
+
 def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None,
          truncate_gradient=-1, go_backwards=False, mode=None, name=None, strict=False,
          return_list=False, checkpoint=None, _keep_last=False):
@@ -553,13 +602,15 @@ def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None
     else:
         mode = resolve_mode(mode)
         if mode == "python":
-            outs, updates, _ = scan_python(sa)
+            outs, updates, n_run = scan_python(sa)
         elif mode == "cpu":
             from .driver import scan_cpu
-            outs, updates = scan_cpu(sa)
+            outs, updates, n_run = scan_cpu(sa)
         else:
             from .driver import scan_cuda
-            outs, updates = scan_cuda(sa)
+            outs, updates, n_run = scan_cuda(sa)
+        if UNTIL_TRIPS.recording is not None and _returns_until(sa):
+            UNTIL_TRIPS.recording.append(n_run)
     if len(outs) == 1 and not return_list:
         return outs[0], updates
     return list(outs), updates

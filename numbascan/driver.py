@@ -104,7 +104,8 @@ def scan_cpu(sa: ScanArgs):
         ts = trace_step(sa)
     except TracingError as err:
         from .fallback import scan_untraced
-        return scan_untraced(sa, err)
+        return (*scan_untraced(sa, err), sa.n_steps)
+    sa.has_until = ts.layout.until
     fn = compile_scan(ts.ir, ts.layout)
     n = sa.n_steps
     bufs = state_buffers(ts, sa, n)
@@ -117,7 +118,7 @@ def scan_cpu(sa: ScanArgs):
     n_run = call_compiled(fn, n, *args)
     for s, (_, per_step) in zip(ts.streams, ts.layout.rng):
         s.counter += n * per_step
-    return results(ts, bufs, n_run)
+    return (*results(ts, bufs, n_run), n_run)
 
 
 def scan_cuda(sa: ScanArgs):

@@ -13,7 +13,8 @@ import functools
 
 import numpy as np
 
-from .api import ScanError, _MODE_OVERRIDE, normalize, resolve_mode, trace_step
+from .api import (ScanError, _MODE_OVERRIDE, normalize, resolve_mode, trace_step,
+                  trace_with_until_trips)
 from .ir import IR
 from .passes import keep_only_last_steps
 from .shared import Shared
@@ -82,16 +83,17 @@ def trace_program(fn, args) -> Program:
                    [tr.rng_used[s] for s in streams], spec)
 
 
-def run_traced(fn, args, interpret=False):
+def run_traced(fn, args, interpret=False, eager=None):
     """Trace `fn` on `args`, compile the program (or interpret it), run it, return its outputs.
 
     Python scalars among `args` are static; arrays are traced. `interpret=True` evaluates the
     program with the IR interpreter instead of compiling it (the python mode of derivatives).
+    `eager` (default `fn`) is what runs eagerly to count the steps of scans with ns.until.
     """
     from .driver import as_argument, call_compiled, compile_main
     from .ir import eval_ir
     values = [a if isinstance(a, STATIC_TYPES) else _checked(a, i) for i, a in enumerate(args)]
-    prog = trace_program(fn, values)
+    prog = trace_with_until_trips(lambda: trace_program(fn, values), eager or fn, values)
     call_args = [as_argument(a) for a in values if not isinstance(a, STATIC_TYPES)]
     call_args += [as_argument(k) for k in prog.shared]
     call_args += [as_argument(c) for c in prog.captures]

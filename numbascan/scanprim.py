@@ -18,7 +18,7 @@ import numpy as np
 
 from . import primitives
 from .api import ScanArgs, ScanError, trace_step
-from .ir import eval_ir
+from .ir import IR, eval_ir
 from .shared import Updates
 from .trace import Tracer, current_trace
 
@@ -78,13 +78,30 @@ def _impl(*args, step, layout, n_steps, **_):
 primitives._def("scan", "special", _impl, abstract=_abstract)
 
 
+def _fixed_trip_count(ts):
+    """A scan with ns.until inside a traced program runs the number of steps its eager run took
+    (api.UNTIL_TRIPS); inside another scan's step that number is not static: an error."""
+    from .api import UNTIL_TRIPS, UntilInTrace
+    from .trace import _STACK
+    nested = any(t.kind != "program" for t in _STACK)
+    if nested or UNTIL_TRIPS.replay is None or not UNTIL_TRIPS.replay:
+        raise UntilInTrace(
+            "until: a scan that stops early has a data-dependent number of steps; numbascan "
+            "supports it in eager calls, and in ns.jit and derivatives at the top level of the "
+            "traced function, but not inside another scan's step" if nested else
+            "until: this scan's number of steps is found by an eager run first")
+    n_run = UNTIL_TRIPS.replay.pop(0)
+    step = IR(ts.ir.inputs, ts.ir.eqns, ts.ir.outputs[:-1])
+    return replace(ts, ir=step, layout=replace(ts.layout, until=False)), n_run
+
+
 def bind_scan(sa: ScanArgs):
     """Record a scan equation on the innermost trace; return (outputs, updates)."""
     outer = current_trace()
     ts = trace_step(sa)
+    n_steps = sa.n_steps
     if ts.layout.until:
-        raise ScanError("until: a scan that stops early is supported in eager calls only for "
-                        "now, not inside ns.jit, a derivative or another scan's step")
+        ts, n_steps = _fixed_trip_count(ts)
     rng_layout, rng_inputs = [], []
     for s, (_, per_step) in zip(ts.streams, ts.layout.rng):
         key, base = outer.rng_vars(s)
@@ -94,7 +111,7 @@ def bind_scan(sa: ScanArgs):
     layout = replace(ts.layout, rng=tuple(rng_layout))
     inputs = (list(sa.seqs) + [i for i in sa.inits if i is not None] + list(ts.shared_states) +
               list(sa.nonseqs) + list(ts.captures) + rng_inputs)
-    outs = outer.bind("scan", inputs, step=ts.ir, layout=layout, n_steps=sa.n_steps,
+    outs = outer.bind("scan", inputs, step=ts.ir, layout=layout, n_steps=n_steps,
                       truncate=sa.truncate_gradient, checkpoint=sa.checkpoint)
     updates = Updates(zip(ts.shared_states, outs[ts.n_outputs:]))
     return outs[:ts.n_outputs], updates

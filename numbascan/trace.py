@@ -54,9 +54,10 @@ class Capture:
 
 
 class Trace:
-    def __init__(self, name="trace", fn=None):
+    def __init__(self, name="trace", fn=None, kind="program"):
         self.name = name
         self.fn = fn
+        self.kind = kind              # "program" (ns.jit, derivatives) or "step" (a scan step)
         self.eqns: list = []
         self.args: list[Var] = []
         self.captures: list[Capture] = []

@@ -18,11 +18,15 @@ from . import rules
 from .core import Backward, DerivativeError, jvp_replay, vjp_rule, zeros_like
 
 
-def _run(build, args):
-    """Run `build(*args)`: inline inside a trace, else trace, compile and call it."""
+def _run(build, args, f=None, f_args=()):
+    """Run `build(*args)`: inline inside a trace, else trace, compile and call it.
+
+    `f(*f_args)` is the user's function on its arguments: it runs eagerly first only when the
+    program holds a scan with ns.until (whose number of steps must be known to trace)."""
     if current_trace() is not None or any(isinstance(a, Tracer) for a in args):
         return build(*args)
-    return run_traced(build, list(args), interpret=resolve_mode(None) == "python")
+    eager = (lambda *_: f(*f_args)) if f is not None else None
+    return run_traced(build, list(args), interpret=resolve_mode(None) == "python", eager=eager)
 
 
 def _argnums(argnums, n):
@@ -89,7 +93,7 @@ def value_and_grad(f, argnums=0):
             grads = tuple(cts[pos[i]] if cts[pos[i]] is not None else zeros_like(args[i])
                           for i in nums)
             return out, grads if not isinstance(argnums, (int, np.integer)) else grads[0]
-        return _run(build, args)
+        return _run(build, args, f, args)
     return value_and_grad_f
 
 
@@ -125,7 +129,7 @@ def jvp(f, primals, tangents):
         return _unflatten(prog.out_spec, outs), _unflatten(prog.out_spec, touts)
     return _run(build, primals + [np.asarray(t, dtype=np.asarray(p).dtype)
                                   if not isinstance(t, Tracer) else t
-                                  for p, t in zip(primals, tangents)])
+                                  for p, t in zip(primals, tangents)], f, primals)
 
 
 def vjp(f, *primals):
@@ -153,7 +157,8 @@ def vjp(f, *primals):
                          for i in range(n))
         return _run(build, list(primals) + [c if isinstance(c, Tracer) else
                                             np.asarray(c, dtype=np.asarray(o).dtype)
-                                            for c, o in zip(ct_leaves, out_leaves)])
+                                            for c, o in zip(ct_leaves, out_leaves)],
+                    f, primals)
     return outputs, vjp_fn
 
 
@@ -197,7 +202,7 @@ def jacfwd(f, argnums=0):
                 J = np.transpose(cols, tuple(range(1, out_nd + 1)) + (0,))
                 results.append(np.reshape(J, tuple(J.shape[:out_nd]) + tuple(shape)))
             return results[0] if isinstance(argnums, (int, np.integer)) else tuple(results)
-        return _run(build, args)
+        return _run(build, args, f, args)
     return jac
 
 
@@ -226,7 +231,7 @@ def jacrev(f, argnums=0):
             results = [np.reshape(r, tuple(oshape) + tuple(np.shape(args[i])))
                        for r, i in zip(rows, nums)]
             return results[0] if isinstance(argnums, (int, np.integer)) else tuple(results)
-        return _run(build, args)
+        return _run(build, args, f, args)
     return jac
 
 
