@@ -122,7 +122,13 @@ class Backward:
     """The forward replay of a program, kept so that `run(cotangents)` can walk it backwards."""
 
     def __init__(self, ir: IR, primals, active_inputs):
+        from .checkpoint import expand_checkpoints, needs_expansion
         from .scan import scan_vjp_forward
+        self.n_inputs = len(ir.inputs)
+        if needs_expansion(ir):
+            ir, extra = expand_checkpoints(ir)
+            primals = list(primals) + extra
+            active_inputs = list(active_inputs) + [False] * len(extra)
         self.ir = ir
         self.active = active_vars(ir, active_inputs)
         self.env = {v.id: a for v, a in zip(ir.inputs, primals)}
@@ -159,7 +165,7 @@ class Backward:
             for v, g in zip(e.inputs, in_cts):
                 if g is not None and isinstance(v, Var) and v.id in self.active:
                     ct[v.id] = rules._add(ct.get(v.id), cast_like(g, v))
-        return [ct.get(v.id) for v in self.ir.inputs]
+        return [ct.get(v.id) for v in self.ir.inputs[:self.n_inputs]]
 
 
 def vjp_rule(e, ins, outs, gs):

@@ -81,7 +81,7 @@ def state_aval(init, taps):
 
 
 def bind_scan_program(step_fn, seqs, seq_layouts, out_layouts, inits, rest, rng, layout_rng,
-                      n_steps, go_backwards=False, name="derivative step"):
+                      n_steps, go_backwards=False, name="derivative step", params=None):
     """Trace `step_fn` (arguments in Layout order, rng pairs last) and bind it as a scan."""
     avals = []
     for s, sl in zip(seqs, seq_layouts):
@@ -100,7 +100,8 @@ def bind_scan_program(step_fn, seqs, seq_layouts, out_layouts, inits, rest, rng,
                     n_nonseqs=len(rest), n_captures=len(sources), rng=tuple(layout_rng),
                     go_backwards=go_backwards)
     return current_trace().bind("scan", list(seqs) + list(inits) + list(rest) + list(sources) +
-                                list(rng), step=ir, layout=layout, n_steps=n_steps)
+                                list(rng), step=ir, layout=layout, n_steps=n_steps,
+                                **(params or {}))
 
 
 def _step_args(layout, seq_taps, state_taps, rest, rng):
@@ -204,19 +205,21 @@ def scan_vjp_forward(e, ins, live):
     X_vars, ct_vars, extra = V.inputs[:nx], V.inputs[nx:nx + nct], V.inputs[nx + nct:]
     late = V.outputs[n_out:]
     known, unknown, residuals = split_known(V, ct_vars, late)
+    if e.p.get("remat"):               # record nothing: the backward step recomputes the step
+        unknown, residuals = V.eqns, []
     nr = 2 * len(layout.rng)
     fwd_inputs = X_vars[:nx - nr] + extra + X_vars[nx - nr:]
     forward = dead_code_elimination(IR(fwd_inputs, tuple(known),
                                        tuple(V.outputs[:n_out]) + tuple(residuals)))
-    backward = IR(tuple(X_vars) + tuple(extra) + tuple(residuals) + tuple(ct_vars),
-                  tuple(unknown), tuple(late))
+    backward = dead_code_elimination(IR(tuple(X_vars) + tuple(extra) + tuple(residuals) +
+                                        tuple(ct_vars), tuple(unknown), tuple(late)))
     fwd_layout = replace(
         layout, outs=tuple(replace(o, keep="all") if o.taps else o for o in layout.outs) +
         tuple(OutLayout(()) for _ in residuals), n_outputs=n_out + len(residuals),
         n_captures=layout.n_captures + len(extra))
     fwd_ins = P.seqs + P.inits + P.rest + list(extra_sources) + P.rng
     outs = current_trace().bind("scan", fwd_ins, **{**e.p, "step": forward,
-                                                     "layout": fwd_layout})
+                                                     "layout": fwd_layout, "checkpoint": None})
     primal, states = [], []
     for o, (ol, v) in enumerate(zip(layout.outs, outs[:n_out])):
         if ol.taps:
