@@ -168,11 +168,12 @@ def jit(fn=None):
 def show(fn, *args, file=None, **scan_kwargs):
     """Print (and return) the traced IR and the generated source.
 
-    `ns.show(jitted, *args)` shows a `ns.jit` function for these arguments;
+    `ns.show(f, *args)` shows the program of `f` (a `ns.jit` function, a derivative such as
+    `ns.grad(loss)`, any function of arrays) for these arguments;
     `ns.show(step, sequences=..., outputs_info=..., ...)` shows the loop `ns.scan` would compile.
     """
-    if isinstance(fn, JitFunction):
-        ir, src = fn.source(*args)
+    if isinstance(fn, JitFunction) or not scan_kwargs:
+        ir, src = (fn if isinstance(fn, JitFunction) else JitFunction(fn)).source(*args)
     else:
         from .driver import scan_source
         sa = normalize(fn, scan_kwargs.get("sequences"), scan_kwargs.get("outputs_info"),

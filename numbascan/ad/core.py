@@ -216,6 +216,9 @@ def dead_code_elimination(ir: IR) -> IR:
     return IR(ir.inputs, tuple(reversed(kept)), ir.outputs)
 
 
+CHEAP_TO_REDO = {"reshape", "transpose", "broadcast_to", "index", "convert"}
+
+
 def split_known(ir: IR, unknown_inputs, late_outputs):
     """Partial evaluation: split `ir` into the equations that can run before `unknown_inputs`
     are known (forward) and the rest (backward).
@@ -231,12 +234,20 @@ def split_known(ir: IR, unknown_inputs, late_outputs):
             unknown.update(v.id for v in e.outputs)
         else:
             known_eqns.append(e)
-    produced = {v.id for e in known_eqns for v in e.outputs}
+    # structural equations of inputs are cheaper to redo in the backward pass than to record
+    inputs = {v.id for v in ir.inputs}
+    redo, redo_ids = [], set(inputs)
+    for e in known_eqns:
+        if e.prim in CHEAP_TO_REDO and all(not isinstance(v, Var) or v.id in redo_ids
+                                           for v in e.inputs):
+            redo.append(e)
+            redo_ids.update(v.id for v in e.outputs)
+    produced = {v.id for e in known_eqns for v in e.outputs} - redo_ids
     residuals, seen = [], set()
     for v in [v for e in unknown_eqns for v in e.inputs] + list(late_outputs):
         if isinstance(v, Var) and v.id in produced and v.id not in seen:
             seen.add(v.id)
             residuals.append(v)
-    return known_eqns, unknown_eqns, residuals
+    return known_eqns, redo + unknown_eqns, residuals
 
 

@@ -168,6 +168,7 @@ class Renderer:
     # -- equations ------------------------------------------------------------------------------
     def body(self, out: Lines, eqns, results):
         """Render `eqns`; runs of elementwise equations of one shape share one loop nest."""
+        eqns = sink_elementwise(eqns)
         uses: dict[int, int] = {}
         for e in eqns:
             for v in e.inputs:
@@ -403,6 +404,11 @@ class Renderer:
         if res.shape == ():
             out(f"{self.name(res)} = {self.read(x, ['0'] * x.ndim)}")
             return
+        if isinstance(x, Var) and x.shape != () and res.id not in self.alias:
+            # a view when x's data is contiguous at run time (numba checks; copies otherwise)
+            out(f"{self.name(res)} = np.ascontiguousarray({self.name(x)}).reshape("
+                f"{tuple(res.shape)!r})")
+            return
         R = self.buffer(res, out)
         if x.shape == () or isinstance(x, Lit):
             out(f"{R}[{_idx(['0'] * res.ndim)}] = {self.name(x)}")
@@ -532,6 +538,23 @@ class Renderer:
                 out(f"{self.name(res)} = {b}[{row}]")
             else:
                 out(f"{self.name(res)} = {b}[{o.L}:]" if o.taps else f"{self.name(res)} = {b}")
+
+
+def sink_elementwise(eqns):
+    """Move each elementwise equation down to just before its first consumer, so that chains
+    of elementwise equations become adjacent (and fuse) even when other work sat between."""
+    eqns = list(eqns)
+    for k in reversed(range(len(eqns))):
+        e = eqns[k]
+        if TABLE[e.prim].kind != "elementwise" or e.outputs[0].shape == ():
+            continue
+        produced = {v.id for v in e.outputs}
+        first = next((j for j in range(k + 1, len(eqns))
+                      if any(isinstance(v, Var) and v.id in produced for v in eqns[j].inputs)),
+                     None)
+        if first is not None and first > k + 1:
+            eqns.insert(first - 1, eqns.pop(k))
+    return eqns
 
 
 def _params(n, prefix):
