@@ -1,4 +1,4 @@
-"""CPU benchmarks W1-W4: numbascan against jax, pytensor, hand-written numba and plain Python.
+"""CPU benchmarks W1-W4, G1-G2: numbascan against jax, pytensor, hand-written numba and Python.
 
     python benchmarks/cpu.py                 # every workload, full sizes
     python benchmarks/cpu.py --only W1,W3    # a subset
@@ -8,7 +8,8 @@ Each workload is a ``Workload`` (see ``_harness.py``): an input builder plus one
 W1-W4 are single recurrences described by a ``ScanProblem``, from which the jax, pytensor, python
 and numbascan peers are generated; the hand-written numba loop is written out for each. Other
 kinds of workload (gradients, compile time, call overhead) can be added to ``WORKLOADS`` with
-their own peer builders.
+their own peer builders: G1 and G2 (reverse- and forward-mode derivatives of W1) do, and their times
+are also shown relative to the same peer's W1 forward pass.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ sys.path.insert(1, REPO_ROOT)  # benchmark the checkout's numbascan, installed o
 # the pytensor-cvm column then measures that configuration (see README.md).
 warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
 
-from _harness import Skip, Workload, format_table, machine_info, run_workload, write_json  # noqa: E402
+from _harness import (Skip, Workload, format_table, machine_info, run_workload,  # noqa: E402
+                      time_callable, write_json)
 
 # Column order of the table; "python" is the reference every other peer is checked against.
 PEERS = ["jax", "pytensor-numba", "pytensor-cvm", "numba-hand", "python", "numbascan",
@@ -383,6 +385,229 @@ LOGISTIC = ScanProblem(
 
 
 # ============================================================================================
+# G1, G2: derivatives of the W1 RNN
+#   G1 (reverse mode): d sum(h) / d W, where h is every state of W1's scan
+#   G2 (forward mode): the states and their tangents along v, for a change of h0 (a jvp)
+# Every peer computes the same thing; the python peer is the hand-written NumPy derivative
+# (backpropagation through time for G1, tangents carried along the loop for G2).
+
+
+def grad_inputs(sizes: Mapping[str, int], rng: np.random.Generator) -> dict:
+    inp = rnn_inputs(sizes, rng)  # the same arrays as W1 for the same seed
+    inp["v"] = rng.standard_normal(sizes["H"])  # G2's tangent for h0
+    return inp
+
+
+def rnn_grad_W_python(X, h0, W, U, b):
+    hs = np.empty((X.shape[0], h0.shape[0]))
+    h = h0
+    for t in range(X.shape[0]):
+        h = np.tanh(h @ W + X[t] @ U + b)
+        hs[t] = h
+    gW = np.zeros_like(W)
+    gh = np.zeros_like(h0)  # d loss / d h(t), from the steps after t
+    for t in range(X.shape[0] - 1, -1, -1):
+        ga = (gh + 1.0) * (1.0 - hs[t] ** 2)  # d loss / d (pre-activation of step t)
+        gW += np.outer(hs[t - 1] if t > 0 else h0, ga)
+        gh = W @ ga
+    return gW
+
+
+rnn_grad_W_numba = numba.njit(rnn_grad_W_python)
+
+
+def rnn_jvp_h0_python(X, h0, v, W, U, b):
+    out = np.empty((X.shape[0], h0.shape[0]))
+    tan = np.empty((X.shape[0], h0.shape[0]))
+    h, dh = h0, v
+    for t in range(X.shape[0]):
+        h = np.tanh(h @ W + X[t] @ U + b)
+        dh = (1.0 - h * h) * (dh @ W)
+        out[t] = h
+        tan[t] = dh
+    return out, tan
+
+
+rnn_jvp_h0_numba = numba.njit(rnn_jvp_h0_python)
+
+_RNN_ARGS = ("h0", "W", "U", "b", "X")
+
+
+def _ns_rnn_states(ns):
+    def states(h0, W, U, b, X):
+        hs, _ = ns.scan(rnn_step, sequences=X, outputs_info=h0, non_sequences=[W, U, b])
+        return hs
+    return states
+
+
+def _ns_rnn_loss(ns):
+    states = _ns_rnn_states(ns)
+
+    def loss(h0, W, U, b, X):
+        return np.sum(states(h0, W, U, b, X))
+    return loss
+
+
+def g1_numbascan(jit: bool):
+    """Eager ``ns.grad(loss, 1)(h0, W, U, b, X)``, or the same call inside ``ns.jit``."""
+
+    def build(inp):
+        ns = _numbascan()
+        if not hasattr(ns, "grad"):
+            raise Skip("numbascan.grad is not available")
+        grad_W = ns.grad(_ns_rnn_loss(ns), 1)
+        if jit:
+            grad_W = ns.jit(grad_W)
+        args = [inp[k] for k in _RNN_ARGS]
+        return lambda: grad_W(*args)
+
+    return build
+
+
+def g2_numbascan(jit: bool):
+    """``ns.jvp`` of the states as a function of h0 (W, U, b, X read from the closure)."""
+
+    def build(inp):
+        ns = _numbascan()
+        if not hasattr(ns, "jvp"):
+            raise Skip("numbascan.jvp is not available")
+        states = _ns_rnn_states(ns)
+
+        def jvp_h0(h0, v, W, U, b, X):
+            return ns.jvp(lambda h: states(h, W, U, b, X), (h0,), (v,))
+
+        if jit:
+            jvp_h0 = ns.jit(jvp_h0)
+        args = [inp[k] for k in ("h0", "v", "W", "U", "b", "X")]
+        return lambda: tuple(jvp_h0(*args))
+
+    return build
+
+
+def _jax_rnn_states(jax):
+    def states(h0, W, U, b, X):
+        def body(h, x_t):
+            h = RNN.step_jax(x_t, h, W, U, b)
+            return h, h
+
+        _, hs = jax.lax.scan(body, h0, X)
+        return hs
+    return states
+
+
+def _jax_args(jax, inp, names):
+    cpu = jax.devices("cpu")[0]
+    return [jax.device_put(inp[k], cpu) for k in names]
+
+
+def g1_jax(inp):
+    jax, jnp = _jax()
+    states = _jax_rnn_states(jax)
+    grad_W = jax.jit(jax.grad(lambda h0, W, U, b, X: jnp.sum(states(h0, W, U, b, X)), 1))
+    args = _jax_args(jax, inp, _RNN_ARGS)
+    return lambda: grad_W(*args).block_until_ready()
+
+
+def g2_jax(inp):
+    jax, _ = _jax()
+    states = _jax_rnn_states(jax)
+
+    @jax.jit
+    def jvp_h0(h0, v, W, U, b, X):
+        return jax.jvp(lambda h: states(h, W, U, b, X), (h0,), (v,))
+
+    args = _jax_args(jax, inp, ("h0", "v", "W", "U", "b", "X"))
+    return lambda: jax.block_until_ready(jvp_h0(*args))
+
+
+def _pytensor_rnn(inp):
+    """Symbolic inputs (by name) and the symbolic states of W1's scan."""
+    import inspect
+
+    import pytensor
+    import pytensor.tensor as pt
+
+    sym = {k: pt.tensor(name=k, dtype=inp[k].dtype, shape=(None,) * inp[k].ndim)
+           for k in ("h0", "v", "W", "U", "b", "X")}
+    kwargs = dict(sequences=[sym["X"]], outputs_info=[sym["h0"]],
+                  non_sequences=[sym["W"], sym["U"], sym["b"]])
+    if "return_updates" in inspect.signature(pytensor.scan).parameters:
+        hs = pytensor.scan(RNN.step_pt, return_updates=False, **kwargs)
+    else:
+        hs, _ = pytensor.scan(RNN.step_pt, **kwargs)
+    return sym, hs
+
+
+def g1_pytensor(mode: str):
+    def build(inp):
+        import pytensor
+
+        sym, hs = _pytensor_rnn(inp)
+        g = pytensor.grad(hs.sum(), sym["W"])
+        f = pytensor.function([sym[k] for k in _RNN_ARGS], g, mode=mode)
+        args = [inp[k] for k in _RNN_ARGS]
+        return lambda: f(*args)
+
+    return build
+
+
+def g2_pytensor(mode: str):
+    """``pytensor.gradient.pushforward`` (``Rop`` before it existed). Scan's graph contains
+    ``Matmul``, which has no forward-mode rule, so this is PyTensor's default: the pushforward
+    computed as a pullback of a pullback."""
+
+    def build(inp):
+        import pytensor
+        import pytensor.gradient as pg
+
+        sym, hs = _pytensor_rnn(inp)
+        if hasattr(pg, "pushforward"):
+            tan = pg.pushforward(hs, sym["h0"], sym["v"])
+        elif hasattr(pg, "Rop"):
+            tan = pg.Rop(hs, sym["h0"], sym["v"])
+        else:
+            raise Skip("pytensor has neither gradient.pushforward nor gradient.Rop")
+        names = ("h0", "v", "W", "U", "b", "X")
+        f = pytensor.function([sym[k] for k in names], [hs, tan], mode=mode)
+        args = [inp[k] for k in names]
+        return lambda: tuple(f(*args))
+
+    return build
+
+
+def _np_call(fn, *names):
+    def build(inp):
+        args = [inp[k] for k in names]
+        return lambda: fn(*args)
+
+    return build
+
+
+G1_PEERS = {
+    "jax": g1_jax,
+    "pytensor-numba": g1_pytensor("NUMBA"),
+    "pytensor-cvm": g1_pytensor("CVM"),
+    "numba-hand": _np_call(rnn_grad_W_numba, "X", "h0", "W", "U", "b"),
+    "python": _np_call(rnn_grad_W_python, "X", "h0", "W", "U", "b"),
+    "numbascan": g1_numbascan(jit=False),
+    "numbascan-jit": g1_numbascan(jit=True),
+}
+G2_PEERS = {
+    "jax": g2_jax,
+    "pytensor-numba": g2_pytensor("NUMBA"),
+    "pytensor-cvm": g2_pytensor("CVM"),
+    "numba-hand": _np_call(rnn_jvp_h0_numba, "X", "h0", "v", "W", "U", "b"),
+    "python": _np_call(rnn_jvp_h0_python, "X", "h0", "v", "W", "U", "b"),
+    "numbascan": g2_numbascan(jit=False),
+    "numbascan-jit": g2_numbascan(jit=True),
+}
+
+# Derivative workloads whose time is also reported relative to the same peer's forward pass:
+# {derivative workload: forward workload on the same inputs}.
+FORWARD_OF = {"G1": "W1", "G2": "W1"}
+
+
+# ============================================================================================
 
 WORKLOADS = [
     Workload("W1", "RNN h = tanh(h @ W + x_t @ U + b), all states",
@@ -400,7 +625,58 @@ WORKLOADS = [
              sizes={"N": 100000, "T": 1000}, quick_sizes={"N": 1000, "T": 50},
              make_inputs=logistic_inputs,
              peers=scan_peers(LOGISTIC, hand_peer(logistic_numba, "S", "x0", "a"))),
+    Workload("G1", "reverse mode: d sum(h) / d W for W1's RNN",
+             sizes={"T": 10000, "H": 32}, quick_sizes={"T": 500, "H": 8},
+             make_inputs=grad_inputs, peers=G1_PEERS),
+    Workload("G2", "forward mode: W1's states and their tangents for a change of h0 (jvp)",
+             sizes={"T": 10000, "H": 32}, quick_sizes={"T": 500, "H": 8},
+             make_inputs=grad_inputs, peers=G2_PEERS),
 ]
+
+
+def forward_ratios(workloads, all_results, quick: bool, peers, log=print) -> str:
+    """Each derivative workload's time over the same peer's forward pass (``FORWARD_OF``).
+
+    The forward time comes from this run's table when the forward workload ran too (same sizes,
+    same seed, hence the same inputs); otherwise the forward pass is timed here.
+    """
+    rows, forward_s = [], {}
+    for w in workloads:
+        fwd_id = FORWARD_OF.get(w.id)
+        if fwd_id is None:
+            continue
+        fwd = next(x for x in WORKLOADS if x.id == fwd_id)
+        sizes, fwd_sizes = (w.quick_sizes, fwd.quick_sizes) if quick else (w.sizes, fwd.sizes)
+        if dict(sizes) != dict(fwd_sizes):
+            continue
+        for p in ("numbascan", "numbascan-jit", "jax"):
+            r = all_results.get(w.id, {}).get(p)
+            if p not in peers or r is None or r.status != "ok" or p not in fwd.peers:
+                continue
+            if (fwd_id, p) not in forward_s:
+                fr = all_results.get(fwd_id, {}).get(p)
+                if fr is not None and fr.status == "ok":
+                    forward_s[fwd_id, p] = fr.median_s
+                else:
+                    try:
+                        call = fwd.peers[p](fwd.make_inputs(sizes, np.random.default_rng(0)))
+                        call()
+                        forward_s[fwd_id, p] = time_callable(call)[0]
+                    except Exception as e:  # noqa: BLE001
+                        log(f"  {fwd_id} {p}: forward pass failed ({type(e).__name__}: {e})")
+                        forward_s[fwd_id, p] = None
+                    else:
+                        log(f"  {fwd_id} {p:16s} {forward_s[fwd_id, p] * 1e3:10.3f} ms  "
+                            f"(forward pass, for the ratio)")
+            f_s = forward_s[fwd_id, p]
+            if f_s:
+                rows.append(f"| {w.id} | {p} | {r.median_s * 1e3:.3g} | {f_s * 1e3:.3g} | "
+                            f"{r.median_s / f_s:.2f} |")
+    if not rows:
+        return ""
+    head = ["| derivative | peer | derivative ms | forward ms | derivative / forward |",
+            "|---|---|---|---|---|"]
+    return "\n".join(head + rows)
 
 
 def main(argv=None) -> int:
@@ -444,8 +720,16 @@ def main(argv=None) -> int:
         all_results[w.id] = run_workload(w, args.quick, REFERENCE, peers,
                                          log=lambda s: print(s, flush=True))
     ratios = [(n, d) for n, d in RATIOS if n in peers and d in peers]
+    fwd_table = ""
+    if any(w.id in FORWARD_OF for w in workloads):
+        fwd_table = forward_ratios(workloads, all_results, args.quick, peers,
+                                   log=lambda s: print(s, flush=True))
     print("\n## Median time per call (ms) and ratios (< 1: numbascan is faster)\n")
     print(format_table(workloads, all_results, peers, ratios, args.quick))
+    if fwd_table:
+        print("\n## Derivative time over the same peer's forward pass (W1, same inputs; "
+              "goal for numbascan's reverse mode, G1: <= 3)\n")
+        print(fwd_table)
     if args.json:
         write_json(args.json, info, all_results, args.quick)
     return 0

@@ -59,10 +59,14 @@ def finite_differences(f, x, eps=1e-6):
     return np.stack(cols, axis=-1)
 
 
-def main(t_final=2.0, dt=0.01, burn_in=500, verbose=True):
-    """Returns (J_fwd, J_rev, J_fd, singular values of J, times, largest singular value over time)."""
+def main(t_final=2.0, t_growth=20.0, dt=0.01, burn_in=500, verbose=True):
+    """Jacobian of the state at t_final; growth of perturbations up to t_growth.
+
+    Returns (J_fwd, J_rev, J_fd, singular values of J_fwd, times, largest singular value of
+    d x(t) / d x(0) at each of those times).
+    """
     n_steps = int(round(t_final / dt))
-    np.set_printoptions(precision=6, suppress=True)
+    n_growth = int(round(t_growth / dt))
 
     # Start on the attractor: run a burn-in from (1, 1, 1) and keep its last state.
     traj_burn, _ = make_flow(burn_in, dt)
@@ -79,32 +83,38 @@ def main(t_final=2.0, dt=0.01, burn_in=500, verbose=True):
     J_fd = finite_differences(final_state, s0)
 
     # The Jacobian at every step at once: forward mode over the whole trajectory.
-    J_t = ns.jacfwd(trajectory)(s0)                      # (n_steps, 3, 3)
-    times = dt * np.arange(1, n_steps + 1)
+    long_trajectory, _ = make_flow(n_growth, dt)
+    J_t = ns.jacfwd(long_trajectory)(s0)                 # (n_growth, 3, 3)
+    times = dt * np.arange(1, n_growth + 1)
     growth = np.linalg.svd(J_t, compute_uv=False)[:, 0]  # largest singular value at each step
+    k_half = int(round(0.5 / dt)) - 1                   # the step at t = 0.5
     sv = np.linalg.svd(J_fwd, compute_uv=False)
 
     if verbose:
-        print(f"RK4, dt = {dt}, {n_steps} steps (t = {n_steps * dt:g}), "
-              f"from s0 = {s0} on the attractor\n")
-        print(f"d x(T) / d x(0), forward mode ({timings['fwd']:.2f} s incl. compile):")
-        print(J_fwd)
-        print(f"reverse mode ({timings['rev']:.2f} s incl. compile):")
-        print(J_rev)
-        print("central finite differences (eps = 1e-6):")
-        print(J_fd)
-        scale = np.abs(J_fd).max()
-        print(f"max |fwd - rev| = {np.abs(J_fwd - J_rev).max():.2e}, "
-              f"max |fwd - fd| / max |J| = {np.abs(J_fwd - J_fd).max() / scale:.2e}\n")
-        print(f"singular values of d x(T) / d x(0): {sv}")
-        print(f"(their product {np.prod(sv):.4g} = |det J| = exp(-(sigma + 1 + beta) t) = "
-              f"{np.exp(-(SIGMA + 1 + BETA) * n_steps * dt):.4g}: the flow contracts volume)\n")
-        print("growth of a small perturbation (largest singular value of d x(t) / d x(0)):")
-        print("     t    sigma_max   log(sigma_max) / t")
-        for k in np.unique(np.linspace(0, n_steps - 1, 9).round().astype(int))[1:]:
-            print(f"  {times[k]:5.2f}  {growth[k]:10.4g}   {np.log(growth[k]) / times[k]:8.3f}")
+        with np.printoptions(precision=6, suppress=True):
+            print(f"RK4, dt = {dt}, {n_steps} steps (t = {n_steps * dt:g}), "
+                  f"from s0 = {s0} on the attractor\n")
+            print(f"d x(T) / d x(0), forward mode ({timings['fwd']:.2f} s, "
+                  "incl. compiling or loading the cache):")
+            print(J_fwd)
+            print(f"reverse mode ({timings['rev']:.2f} s, incl. compiling or loading the cache):")
+            print(J_rev)
+            print("central finite differences (eps = 1e-6):")
+            print(J_fd)
+            scale = np.abs(J_fd).max()
+            print(f"max |fwd - rev| = {np.abs(J_fwd - J_rev).max():.2e}, "
+                  f"max |fwd - fd| / max |J| = {np.abs(J_fwd - J_fd).max() / scale:.2e}\n")
+            print("singular values of d x(T) / d x(0): " + ", ".join(f"{v:.6g}" for v in sv))
+            print(f"the flow contracts volume: at t = {times[k_half]:g}, |det d x(t) / d x(0)| = "
+                  f"{abs(np.linalg.det(J_t[k_half])):.6g}, exp(-(sigma + 1 + beta) t) = "
+                  f"{np.exp(-(SIGMA + 1 + BETA) * times[k_half]):.6g}\n")
+            print("growth of a small perturbation (largest singular value of d x(t) / d x(0));")
+            print("log(sigma_max) / t tends to the largest Lyapunov exponent, about 0.9:")
+            print("     t    sigma_max   log(sigma_max) / t")
+            for k in range(n_growth // 10 - 1, n_growth, n_growth // 10):
+                print(f"  {times[k]:5.1f}  {growth[k]:10.4g}   {np.log(growth[k]) / times[k]:8.3f}")
     return J_fwd, J_rev, J_fd, sv, times, growth
 
 
 if __name__ == "__main__":
-    main(t_final=5.0)
+    main()

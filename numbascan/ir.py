@@ -141,7 +141,7 @@ def eval_ir(ir: IR, args, impls=None):
         env[v.id] = a
     for e in ir.eqns:
         outs = primitives.TABLE[e.prim].impl(*[read(v) for v in e.inputs], **e.p)
-        if len(e.outputs) == 1:
+        if not isinstance(outs, tuple):          # multi-output primitives return tuples
             outs = (outs,)
         for v, o in zip(e.outputs, outs):
             env[v.id] = o

@@ -133,6 +133,12 @@ class JitFunction:
         if current_trace() is not None or any(isinstance(a, Tracer) for a in args):
             return self.fn(*args)
         if resolve_mode(None) == "python":
+            # the traced program, run by the IR interpreter; a function that cannot be traced
+            # runs as plain Python with its scans in python mode
+            try:
+                return run_traced(self.fn, args, interpret=True)
+            except TracingError:
+                pass
             _MODE_OVERRIDE.append("python")
             try:
                 return self.fn(*args)

@@ -329,7 +329,7 @@ def with_traced_captures(fn, trace):
     (function, {capture Var id: name}) — the names serve error messages (strict=True).
     """
     import types
-    if not isinstance(fn, types.FunctionType):
+    if not isinstance(fn, types.FunctionType) or hasattr(fn, "__numbascan_helper__"):
         return fn, {}
     names = {}
 
@@ -339,6 +339,8 @@ def with_traced_captures(fn, trace):
         replacement = traced_replacement(value) if not isinstance(value, np.ndarray) else None
         if replacement is not None:
             return replacement
+        if isinstance(value, types.FunctionType) and _is_user_function(value):
+            return _traced_helper(value)
         if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
             t = Tracer(trace, trace.lift(value))
             names[t.var.id] = name
@@ -365,6 +367,27 @@ def with_traced_captures(fn, trace):
     new = types.FunctionType(code, glob, fn.__name__, defaults, closure)
     new.__kwdefaults__ = fn.__kwdefaults__
     return new, names
+
+
+_LIBRARIES = ("numpy", "scipy", "numbascan", "numba", "jax", "pytensor", "builtins")
+
+
+def _is_user_function(fn):
+    module = getattr(fn, "__module__", None) or ""
+    return not module.split(".")[0] in _LIBRARIES and not hasattr(fn, "__numbascan_helper__")
+
+
+def _traced_helper(fn):
+    """A helper the traced function calls sees tracers for its named arrays too."""
+    import functools
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        trace = current_trace()
+        target = with_traced_captures(fn, trace)[0] if trace is not None else fn
+        return target(*args, **kwargs)
+    call.__numbascan_helper__ = True
+    return call
 
 
 def _global_names(code):
