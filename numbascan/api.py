@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -460,11 +461,12 @@ def scan_python(sa: ScanArgs):
     n = sa.n_steps
     seqs = [_readonly(np.asarray(s)) for s in sa.seqs]
     nonseqs = [_readonly(np.asarray(v)) for v in sa.nonseqs]
-    hist = []          # per fed-back output: list of past states, hist[k][L + t] = out[t]
+    hist = []          # per fed-back output: the last L states, hist[k][L + tap] = out[t + tap]
     for init, taps in zip(sa.inits, sa.out_taps):
         if taps:
             init = np.asarray(init)
-            hist.append([init.copy()] if taps == (-1,) else [np.array(x) for x in init])
+            rows = [init.copy()] if taps == (-1,) else [np.array(x) for x in init]
+            hist.append(collections.deque(rows, maxlen=len(rows)))
     fed = [i for i, taps in enumerate(sa.out_taps) if taps]
     collected, shared_frame, frame = None, {}, _PythonFrame()
     shared_keys, n_run = [], 0
@@ -481,7 +483,7 @@ def scan_python(sa: ScanArgs):
             for k, i in enumerate(fed):
                 L = max(-tp for tp in sa.out_taps[i])
                 for tap in sa.out_taps[i]:
-                    args.append(_readonly(hist[k][L + t + tap]))
+                    args.append(_readonly(hist[k][L + tap]))
             args += nonseqs
             outputs, updates, cond = split_step_result(sa.fn(*args))
             outputs = [np.asarray(o) for o in outputs]
@@ -490,6 +492,8 @@ def scan_python(sa: ScanArgs):
                 collected = [[] for _ in outputs]
                 shared_keys = list(updates)
             for c, o in zip(collected, outputs):
+                if sa.keep_last:           # reduce/foldl/foldr keep only the last step
+                    c.clear()
                 c.append(o.copy())
             for k, i in enumerate(fed):
                 hist[k].append(outputs[i].copy())

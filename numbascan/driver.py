@@ -60,10 +60,12 @@ def call_compiled(fn, *args):
 
 
 def as_argument(x):
-    """How a value is passed to compiled code: 0-d values as scalars, arrays as they are."""
+    """How a value is passed to compiled code: 0-d values as scalars, arrays C-contiguous (a
+    strided view is copied once per call: compiled code then has one type signature and can
+    reshape rows without copying)."""
     if isinstance(x, Shared):
         x = x.get_value(borrow=True)
-    x = np.asarray(x)
+    x = np.ascontiguousarray(x) if np.ndim(x) else np.asarray(x)
     return x[()] if x.ndim == 0 else x
 
 
@@ -111,7 +113,7 @@ def scan_cpu(sa: ScanArgs):
     bufs = state_buffers(ts, sa, n)
     if ts.layout.keep_last_map_empty(n):
         raise ValueError("reduce/foldl with n_steps=0 has no last step for a map output")
-    args = ([np.asarray(s) for s in sa.seqs] + bufs + [as_argument(v) for v in sa.nonseqs] +
+    args = ([as_argument(s) for s in sa.seqs] + bufs + [as_argument(v) for v in sa.nonseqs] +
             [as_argument(c) for c in ts.captures])
     for s in ts.streams:
         args += [np.uint64(s.key), np.uint64(s.counter % 2**64)]

@@ -211,6 +211,14 @@ def run_measured(code, timeout=120):
         import numpy as np
         import numbascan as ns
         def peak_mb():
+            # VmHWM belongs to this address space; ru_maxrss on Linux keeps the peak of the
+            # forked parent (the test runner) across exec
+            try:
+                for line in open("/proc/self/status"):
+                    if line.startswith("VmHWM:"):
+                        return float(line.split()[1]) / 1024.0
+            except OSError:
+                pass
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     """)
     proc = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],

@@ -34,7 +34,9 @@ def cache_dir() -> Path:
     if not root:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = os.path.join(base, "numbascan")
-    path = Path(root) / f"v{__version__}-numba{numba.__version__}"
+    # numba's cache does not key on the optimisation level: keep levels apart
+    opt = int(numba.config.OPT)
+    path = Path(root) / f"v{__version__}-numba{numba.__version__}-O{opt}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
