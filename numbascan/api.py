@@ -111,6 +111,16 @@ class ScanArgs:
     state_avals: list = field(default_factory=list)   # per fed-back output: (dtype, step shape)
     has_until: bool = False                            # found out when the step runs or is traced
 
+    def signature(self):
+        """Everything about the arguments that shapes the traced step (not n_steps)."""
+        def aval(x):
+            return (np.dtype(x.dtype).str, tuple(x.shape))
+        return (tuple((np.dtype(s.dtype).str, tuple(s.shape[1:]), sl.taps)
+                      for s, sl in zip(self.seqs, self.seq_layouts)),
+                tuple(None if i is None else aval(i) for i in self.inits), tuple(self.out_taps),
+                tuple(aval(v) for v in self.nonseqs), self.go_backwards, self.keep_last,
+                self.strict, self.name)
+
     def arg_avals(self):
         avals = []
         for s, sl in zip(self.seqs, self.seq_layouts):
@@ -296,6 +306,7 @@ class TracedStep:
     streams: list              # RandomStreams, in the order of the rng inputs
     out_avals: list            # (dtype, shape) per fn output
     n_outputs: int
+    created: dict = field(default_factory=dict)   # constants made while tracing
 
 
 def step_name(sa: ScanArgs):
@@ -357,7 +368,7 @@ def trace_step(sa: ScanArgs) -> TracedStep:
     if sa.keep_last:
         layout = layout.keep_last(range(len(outs)))
     return TracedStep(ir, layout, shared_states, shared_reads, captures, streams,
-                      [(o.dtype, o.shape) for o in out_tracers], len(out_tracers))
+                      [(o.dtype, o.shape) for o in out_tracers], len(out_tracers), tr.created)
 
 
 def _lift_const(tr, value):
@@ -365,6 +376,8 @@ def _lift_const(tr, value):
     arr = np.asarray(value)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"fn: a step must return numeric arrays, found {type(value).__name__}")
+    if arr is not value:
+        tr.created[id(arr)] = arr
     return Tracer(tr, tr.lift(arr))
 
 
@@ -576,16 +589,17 @@ def record_until_trips(fn, args):
 
 
 def trace_with_until_trips(trace_fn, eager_fn, args):
-    """`trace_fn()`; if it meets a scan with ns.until, run `eager_fn(*args)` once to learn each
-    such scan's number of steps, then trace again with those numbers."""
+    """(`trace_fn()`, whether the result depends on the data). If the trace meets a scan with
+    ns.until, `eager_fn(*args)` runs once to learn each such scan's number of steps, then the
+    trace is made again with those numbers (a program valid for these values only)."""
     try:
-        return trace_fn()
+        return trace_fn(), False
     except UntilInTrace:
         trips = record_until_trips(eager_fn, args)
     outer = UNTIL_TRIPS.replay
     UNTIL_TRIPS.replay = list(trips)
     try:
-        return trace_fn()
+        return trace_fn(), True
     finally:
         UNTIL_TRIPS.replay = outer
 

@@ -9,6 +9,7 @@ only array values or the number of steps never recompiles.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from numba.core.errors import NumbaPerformanceWarning
@@ -20,6 +21,7 @@ from .ir import IR
 from .layout import Layout
 from .shared import Shared, Updates
 from .trace import TracingError
+from .tracecache import capture_readers, function_key, read_captures
 
 _COMPILED: dict[str, object] = {}
 
@@ -101,20 +103,51 @@ def results(ts: TracedStep, bufs, n_run):
     return outs, updates
 
 
+@dataclass
+class CachedScan:
+    ts: TracedStep
+    fn: object
+    readers: list
+    capture_avals: list
+
+
+_SCANS: dict = {}        # (function key, argument signature) -> CachedScan
+
+
+def traced_scan(sa: ScanArgs):
+    """(traced step, compiled loop, capture values): from the trace cache when the function
+    and what it can see are unchanged (tracecache.py), else traced and compiled now."""
+    key, arrays = function_key(sa.fn)
+    if key is not None:
+        key = (key, sa.signature())
+        hit = _SCANS.get(key)
+        if hit is not None:
+            captures = read_captures(sa.fn, hit.readers, hit.capture_avals)
+            if captures is not None:
+                return hit.ts, hit.fn, captures
+    ts = trace_step(sa)
+    fn = compile_scan(ts.ir, ts.layout)
+    readers = capture_readers(ts.captures, arrays, ts.created) if key is not None else None
+    if readers is not None:
+        avals = [(np.asarray(c).dtype, np.shape(c)) if not isinstance(c, Shared) else None
+                 for c in ts.captures]
+        _SCANS[key] = CachedScan(ts, fn, readers, avals)
+    return ts, fn, ts.captures
+
+
 def scan_cpu(sa: ScanArgs):
     try:
-        ts = trace_step(sa)
+        ts, fn, captures = traced_scan(sa)
     except TracingError as err:
         from .fallback import scan_untraced
         return (*scan_untraced(sa, err), sa.n_steps)
     sa.has_until = ts.layout.until
-    fn = compile_scan(ts.ir, ts.layout)
     n = sa.n_steps
     bufs = state_buffers(ts, sa, n)
     if ts.layout.keep_last_map_empty(n):
         raise ValueError("reduce/foldl with n_steps=0 has no last step for a map output")
     args = ([as_argument(s) for s in sa.seqs] + bufs + [as_argument(v) for v in sa.nonseqs] +
-            [as_argument(c) for c in ts.captures])
+            [as_argument(c) for c in captures])
     for s in ts.streams:
         args += [np.uint64(s.key), np.uint64(s.counter % 2**64)]
     n_run = call_compiled(fn, n, *args)

@@ -19,6 +19,7 @@ from .ir import IR
 from .passes import keep_only_last_steps
 from .shared import Shared
 from .trace import Trace, Tracer, TracingError, current_trace, with_traced_captures
+from .tracecache import capture_readers, function_key, read_captures
 
 STATIC_TYPES = (bool, int, float, str, type(None))
 
@@ -57,9 +58,10 @@ def _unflatten(spec, leaves):
 class Program:
     """A traced function: its IR, where its extra inputs come from, and its output structure."""
 
-    def __init__(self, ir, captures, shared, streams, rng_used, out_spec):
+    def __init__(self, ir, captures, shared, streams, rng_used, out_spec, created=None):
         self.ir, self.captures, self.shared = ir, captures, shared
         self.streams, self.rng_used, self.out_spec = streams, rng_used, out_spec
+        self.created = created or {}
 
 
 def trace_program(fn, args) -> Program:
@@ -80,7 +82,33 @@ def trace_program(fn, args) -> Program:
               tuple(v for s in streams for v in tr.rng[s]))
     ir = keep_only_last_steps(IR(inputs, tuple(tr.eqns), out_vars))
     return Program(ir, [c.source for c in tr.captures], list(tr.shared), streams,
-                   [tr.rng_used[s] for s in streams], spec)
+                   [tr.rng_used[s] for s in streams], spec, tr.created)
+
+
+_PROGRAMS: dict = {}     # (function key, argument signature, interpret) -> (program, compiled, readers, avals)
+
+
+def traced_program(fn, values, interpret=False, eager=None):
+    """(program, compiled function, capture values), from the trace cache when possible."""
+    from .driver import compile_main
+    key, arrays = function_key(fn)
+    if key is not None:
+        key = (key, tuple(("s", type(a).__name__, a) if isinstance(a, STATIC_TYPES) else
+                          ("a", a.dtype.str, a.shape) for a in values), interpret)
+        hit = _PROGRAMS.get(key)
+        if hit is not None:
+            captures = read_captures(fn, hit[2], hit[3])
+            if captures is not None:
+                return hit[0], hit[1], captures
+    prog, data_dependent = trace_with_until_trips(lambda: trace_program(fn, values),
+                                                  eager or fn, values)
+    compiled = None if interpret else compile_main(prog.ir)
+    readers = capture_readers(prog.captures, arrays, prog.created) if key is not None else None
+    if readers is not None and not data_dependent:
+        avals = [None if isinstance(c, Shared) else (np.asarray(c).dtype, np.shape(c))
+                 for c in prog.captures]
+        _PROGRAMS[key] = (prog, compiled, readers, avals)
+    return prog, compiled, prog.captures
 
 
 def run_traced(fn, args, interpret=False, eager=None):
@@ -90,19 +118,19 @@ def run_traced(fn, args, interpret=False, eager=None):
     program with the IR interpreter instead of compiling it (the python mode of derivatives).
     `eager` (default `fn`) is what runs eagerly to count the steps of scans with ns.until.
     """
-    from .driver import as_argument, call_compiled, compile_main
+    from .driver import as_argument, call_compiled
     from .ir import eval_ir
     values = [a if isinstance(a, STATIC_TYPES) else _checked(a, i) for i, a in enumerate(args)]
-    prog = trace_with_until_trips(lambda: trace_program(fn, values), eager or fn, values)
+    prog, compiled, captures = traced_program(fn, values, interpret, eager)
     call_args = [as_argument(a) for a in values if not isinstance(a, STATIC_TYPES)]
     call_args += [as_argument(k) for k in prog.shared]
-    call_args += [as_argument(c) for c in prog.captures]
+    call_args += [as_argument(c) for c in captures]
     for s in prog.streams:
         call_args += [np.uint64(s.key), np.uint64(s.counter % 2**64)]
     if interpret:
         outs = eval_ir(prog.ir, call_args)
     else:
-        outs = call_compiled(compile_main(prog.ir), *call_args)
+        outs = call_compiled(compiled, *call_args)
     for s, used in zip(prog.streams, prog.rng_used):
         s.counter += used
     input_ids = {id(a) for a in call_args}

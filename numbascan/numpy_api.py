@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .trace import Tracer, TracingError, bind
+from .trace import Tracer, TracingError, bind, constant
 
 UFUNC_ALIASES = {"divide": "true_divide", "abs": "absolute", "fabs": "absolute",
                  "mod": "remainder", "conjugate": None}
@@ -295,16 +295,16 @@ def clip(a, a_min=None, a_max=None, out=None, **kw):
 
 def _like(fill):
     def like(a, dtype=None, order="K", subok=True, shape=None, device=None, *args):
-        return np.full(_shape(a) if shape is None else shape, fill,
-                       dtype=a.dtype if dtype is None else dtype)
+        return constant(np.full(_shape(a) if shape is None else shape, fill,
+                                dtype=a.dtype if dtype is None else dtype))
     return like
 
 
 def full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None, device=None):
     if isinstance(fill_value, Tracer):
         return broadcast_to(astype(fill_value, dtype or a.dtype), _shape(a))
-    return np.full(_shape(a) if shape is None else shape, fill_value,
-                   dtype=a.dtype if dtype is None else dtype)
+    return constant(np.full(_shape(a) if shape is None else shape, fill_value,
+                            dtype=a.dtype if dtype is None else dtype))
 
 
 def round_(a, decimals=0, out=None):
@@ -422,24 +422,36 @@ def _array(a, dtype=None, *args, **kwargs):
         a = stack([_array(x) for x in a])
     if isinstance(a, Tracer):
         return astype(a, dtype) if dtype is not None else a
-    return _REAL["array"](a, dtype, *args, **kwargs)
+    return constant(_REAL["array"](a, dtype, *args, **kwargs))
 
 
 def _asarray(a, dtype=None, *args, **kwargs):
     if _contains_tracer(a):
         return _array(a, dtype)
-    return _REAL["asarray"](a, dtype, *args, **kwargs)
+    out = _REAL["asarray"](a, dtype, *args, **kwargs)
+    return constant(out) if out is not a else out
 
 
 def _full(shape, fill_value, dtype=None, *args, **kwargs):
     if isinstance(fill_value, Tracer):
         return broadcast_to(astype(fill_value, dtype or fill_value.dtype), shape)
-    return _REAL["full"](shape, fill_value, dtype, *args, **kwargs)
+    return constant(_REAL["full"](shape, fill_value, dtype, *args, **kwargs))
+
+
+def _creating(f):
+    """np.zeros, np.eye, ... called while tracing: their results are constants of the trace."""
+    def create(*args, **kwargs):
+        return constant(f(*args, **kwargs))
+    create.__name__ = f.__name__
+    return create
 
 
 _REAL = {"array": np.array, "asarray": np.asarray, "full": np.full}
 NUMPY_OVERRIDES = {"array": _array, "asarray": _asarray, "asanyarray": _asarray,
-                   "ascontiguousarray": _asarray, "full": _full}
+                   "ascontiguousarray": _asarray, "full": _full,
+                   **{name: _creating(getattr(np, name)) for name in (
+                       "zeros", "ones", "empty", "eye", "identity", "arange", "linspace",
+                       "tri", "diag")}}
 
 
 class TracingView:

@@ -65,6 +65,7 @@ class Trace:
         self.shared: dict = {}        # Shared -> Var (first read order)
         self.rng: dict = {}           # stream -> (key Var, base Var)
         self.rng_used: dict = {}      # stream -> counters consumed so far by this trace
+        self.created: dict = {}       # id -> array made while tracing (a constant, see tracecache)
 
     def __enter__(self):
         _STACK.append(self)
@@ -72,6 +73,8 @@ class Trace:
 
     def __exit__(self, *exc):
         _STACK.remove(self)
+        if _STACK:                    # constants of a nested trace are constants of its parent
+            _STACK[-1].created.update(self.created)
 
     # -- inputs ---------------------------------------------------------------------------------
     def new_arg(self, dtype, shape):
@@ -121,7 +124,7 @@ class Trace:
             raise TypeError(f"expected a numeric array, found {type(x).__name__} "
                             f"with dtype {arr.dtype}")
         if arr is not x:                      # a list or tuple: a constant built in the function
-            self._keepalive = getattr(self, "_keepalive", []) + [arr]
+            self.created[id(arr)] = arr
         return self._capture(arr, arr.dtype, arr.shape)
 
     # -- equations ------------------------------------------------------------------------------
@@ -139,6 +142,14 @@ class Trace:
         outs = tuple(self.lift(o) for o in outputs)
         inputs = (tuple(self.args) + tuple(extra_inputs) + tuple(c.var for c in self.captures))
         return IR(inputs, tuple(self.eqns), outs)
+
+
+def constant(arr):
+    """Mark an array made while tracing as a constant of the trace (not a user's input)."""
+    t = current_trace()
+    if t is not None and isinstance(arr, np.ndarray):
+        t.created[id(arr)] = arr
+    return arr
 
 
 def bind(prim, inputs, **params):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..trace import constant
+
 from ..api import resolve_mode
 from ..jit import STATIC_TYPES, _flatten, _unflatten, inline_inputs, run_traced, trace_program
 from ..trace import _STACK, Tracer, current_trace
@@ -89,7 +91,7 @@ def value_and_grad(f, argnums=0):
                                       f"{[np.shape(o) for o in bw.outputs]}; use ns.jacobian "
                                       f"or ns.vjp for other outputs")
             out = bw.outputs[0]
-            cts = bw.run([np.ones((), np.dtype(out.dtype))])
+            cts = bw.run([constant(np.ones((), np.dtype(out.dtype)))])
             grads = tuple(cts[pos[i]] if cts[pos[i]] is not None else zeros_like(args[i])
                           for i in nums)
             return out, grads if not isinstance(argnums, (int, np.integer)) else grads[0]
@@ -163,7 +165,7 @@ def vjp(f, *primals):
 
 
 def _basis(size, dtype):
-    return np.eye(size, dtype=dtype)
+    return constant(np.eye(size, dtype=dtype))
 
 
 def jacfwd(f, argnums=0):
@@ -183,7 +185,7 @@ def jacfwd(f, argnums=0):
 
                 def column(e, i=i, x=x):
                     tangents = [np.reshape(e, np.shape(x)) if j == i else
-                                (np.zeros(np.shape(a), a.dtype) if not isinstance(a, STATIC_TYPES)
+                                (constant(np.zeros(np.shape(a), a.dtype)) if not isinstance(a, STATIC_TYPES)
                                  else None) for j, a in enumerate(args)]
                     traced = [a for a in args if not isinstance(a, STATIC_TYPES)]
                     tan = [t for t, a in zip(tangents, args) if not isinstance(a, STATIC_TYPES)]
@@ -194,7 +196,7 @@ def jacfwd(f, argnums=0):
                     if len(outs) != 1:
                         raise DerivativeError("jacobian: the function must return one array")
                     t = touts[0]
-                    return t if t is not None else np.zeros(outs[0].shape, outs[0].dtype)
+                    return t if t is not None else constant(np.zeros(outs[0].shape, outs[0].dtype))
                 size = int(np.prod(shape))
                 cols, _ = scan(column, sequences=_basis(size, dtype), return_list=True)
                 cols = cols[0]                                # (size, *out_shape)
@@ -279,7 +281,7 @@ def theano_grad(cost, wrt):
         raise DerivativeError(f"grad: cost must be a scalar, found shape {np.shape(cost)}")
     if cost.trace not in _STACK:
         raise DerivativeError("grad: cost belongs to a function that is no longer being traced")
-    ct = {(id(cost.trace), cost.var.id): np.ones((), cost.dtype)}
+    ct = {(id(cost.trace), cost.var.id): constant(np.ones((), cost.dtype))}
     keep = {(id(w.trace), w.var.id) for w in wrt_list}
     found = {}
     for tr in reversed(_STACK[:_STACK.index(cost.trace) + 1]):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..trace import constant
+
 from ..ir import IR, Lit, Var
 from ..trace import Trace, current_trace
 from . import rules
@@ -26,7 +28,7 @@ def differentiable(v):
 
 
 def zeros_like(x):
-    return np.zeros(np.shape(x), x.dtype)
+    return constant(np.zeros(np.shape(x), x.dtype))
 
 
 def cast_like(t, like):

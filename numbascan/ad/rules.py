@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from ..trace import constant
+
 from ..trace import bind
 
 ZERO_DERIVATIVE = {  # piecewise constant, integer- or bool-valued: no derivative
@@ -135,7 +137,7 @@ TRANSPOSE = {   # reverse rules of linear and structural primitives: g -> input 
     "cumsum": lambda g, ans, x, axis: [_flip(np.cumsum(_flip(g, axis), axis=axis), axis)],
     "concatenate": lambda g, ans, *xs, axis: _concat_transpose(g, *xs, axis=axis),
     "index": lambda g, ans, x, *dyn, spec:
-        [bind("index_add", [np.zeros(x.shape, g.dtype), g, *dyn], spec=spec)] + [None] * len(dyn),
+        [bind("index_add", [constant(np.zeros(x.shape, g.dtype)), g, *dyn], spec=spec)] + [None] * len(dyn),
     "index_add": lambda g, ans, base, upd, *dyn, spec:
         [g, bind("index", [g, *dyn], spec=spec)] + [None] * len(dyn),
     "matmul": lambda g, ans, a, b: list(_matmul_transpose(g, a, b)),

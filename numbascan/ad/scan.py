@@ -22,6 +22,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..trace import constant
+
 from ..ir import IR, Var
 from ..layout import Layout, OutLayout
 from ..trace import current_trace
@@ -233,10 +235,10 @@ def scan_vjp_forward(e, ins, live):
 def _pad_rows(x, before, after):
     parts = []
     if before:
-        parts.append(np.zeros((before,) + tuple(x.shape[1:]), x.dtype))
+        parts.append(constant(np.zeros((before,) + tuple(x.shape[1:]), x.dtype)))
     parts.append(x)
     if after:
-        parts.append(np.zeros((after,) + tuple(x.shape[1:]), x.dtype))
+        parts.append(constant(np.zeros((after,) + tuple(x.shape[1:]), x.dtype)))
     return np.concatenate(parts) if len(parts) > 1 else x
 
 
@@ -285,7 +287,7 @@ def scan_vjp_backward(e, ins, outs, gs, tape: Tape):
         o = fed[k]
         ol, init = layout.outs[o], P.inits[k]
         shape = tuple(init.shape) if ol.taps == (-1,) else tuple(init.shape[1:])
-        w = np.zeros((ol.L,) + shape, init.dtype)
+        w = constant(np.zeros((ol.L,) + shape, init.dtype))
         if ol.keep == "last" and gs[o] is not None:      # the last state's cotangent
             w = _pad_rows(gs[o][None].astype(init.dtype), 0, ol.L - 1)
         windows.append(w)
@@ -318,8 +320,8 @@ def scan_vjp_backward(e, ins, outs, gs, tape: Tape):
             g = ybar.get(o)
             if o in win_of:
                 g = rules._add(g, win_of[o][0])
-            cts.append(g if g is not None else np.zeros(step.outputs[o].shape,
-                                                        step.outputs[o].dtype))
+            cts.append(g if g is not None else constant(np.zeros(step.outputs[o].shape,
+                                                        step.outputs[o].dtype)))
         in_cts = iter(replay(backward, X + extra + res + cts))
         per_input = [next(in_cts) if on else None for on in tape.in_mask]
         seq_cts = [c for c, on in zip(per_input[:n_seq_in], seq_mask) if on]
@@ -335,7 +337,7 @@ def scan_vjp_backward(e, ins, outs, gs, tape: Tape):
             L = layout.outs[o].L
             rows = []
             for j in range(L):
-                row = w[j + 1] if j + 1 < L else np.zeros(w.shape[1:], w.dtype)
+                row = w[j + 1] if j + 1 < L else constant(np.zeros(w.shape[1:], w.dtype))
                 c = tap_cts.get((o, -(j + 1)))
                 rows.append(row + c if c is not None else row)
             new_wins.append(np.stack(rows))

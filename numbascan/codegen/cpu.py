@@ -31,9 +31,13 @@ import math
 import numpy as np
 from numba import njit
 from numbascan.random import uniform_nb, normal_nb, binomial_nb
+from numbascan.codegen.fastmath import exp_fast, expit_fast, tanh_fast
 
 {functions}
 '''
+
+# vectorisable replacements for the C library's scalar functions (fastmath.py)
+FAST_SCALAR = {"tanh": "tanh_fast({0})", "exp": "exp_fast({0})", "expit": "expit_fast({0})"}
 
 # multiply-adds above which a matmul calls BLAS (np.dot with out=) instead of a loop nest
 BLAS_MIN_WORK = 1024
@@ -105,6 +109,7 @@ class Renderer:
         self.alloc = Lines()
         self.names: dict[int, str] = {}
         self.counter = 0
+        self.in_loop = False                 # rendering a scan's step (runs once per step)
         self.alias: dict[int, str] = {}      # var id -> row of an output buffer to write into
         self.aliased: set[int] = set()
 
@@ -231,6 +236,8 @@ class Renderer:
         return method(out, e)
 
     def scalar_expr(self, e: Eqn, operands):
+        if e.prim in FAST_SCALAR and e.outputs[0].dtype.kind == "f":
+            return FAST_SCALAR[e.prim].format(*operands)
         if e.prim == "convert":
             dt = e.p["dtype"]
             return f"({operands[0]} != 0)" if dt == np.bool_ else f"np.{dt.name}({operands[0]})"
@@ -512,7 +519,7 @@ class Renderer:
 
     def r_scan(self, out: Lines, e: Eqn):
         step, layout, n = e.p["step"], e.p["layout"], e.p["n_steps"]
-        fname = render_scan_function(self.module, step, layout)
+        fname = render_scan_function(self.module, step, layout, hoist=not self.in_loop)
         ns, no = len(layout.seqs), len(layout.outs)
         seqs = [self.name(v) for v in e.inputs[:ns]]
         inits = iter(e.inputs[ns:])
@@ -561,12 +568,32 @@ def _params(n, prefix):
     return [f"{prefix}{i}" for i in range(n)]
 
 
-def render_scan_function(module: Module, step: IR, layout: Layout) -> str:
-    """Render the loop function of a scan (and of scans nested in its step) into `module`."""
-    name = "scan_" + program_hash(step.fingerprint(), layout)
+def hoistable_matmuls(step: IR, seq_rows: dict, invariant: set):
+    """Matmuls of one sequence row by a loop-invariant matrix: computed for every row at once
+    (one BLAS call before the loop) instead of once per step. -> {eqn index: (seq, row)}."""
+    found = {}
+    for k, e in enumerate(step.eqns):
+        if e.prim != "matmul":
+            continue
+        a, b = e.inputs
+        if (isinstance(a, Var) and a.id in seq_rows and a.ndim == 1 and isinstance(b, Var)
+                and b.id in invariant and a.dtype == b.dtype == e.outputs[0].dtype
+                and a.dtype.kind == "f"):
+            found[k] = seq_rows[a.id]
+    return found
+
+
+def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True) -> str:
+    """Render the loop function of a scan (and of scans nested in its step) into `module`.
+
+    `hoist`: compute sequence-only matmuls before the loop (needs a buffer as long as the
+    sequence, so not for scans nested in another scan's step, which run once per outer step).
+    """
+    name = "scan_" + program_hash(step.fingerprint(), layout, hoist)
     if name in module.functions:
         return name
     r = Renderer(module)
+    r.in_loop = True
     body = Lines()
     n_rng = len(layout.rng)
     seqs = _params(len(layout.seqs), "seq")
@@ -577,11 +604,14 @@ def render_scan_function(module: Module, step: IR, layout: Layout) -> str:
 
     inputs = iter(step.inputs)
     binds = []                               # (var, expression) bound at the top of each step
+    seq_rows = {}                            # sequence tap var id -> (sequence, row expression)
     for sname, sl in zip(seqs, layout.seqs):
         for tap in sl.taps:
             pos = f"t + {sl.m + tap}"
             row = f"{sname}.shape[0] - 1 - ({pos})" if layout.go_backwards else pos
-            binds.append((next(inputs), f"{sname}[{row}]"))
+            v = next(inputs)
+            seq_rows[v.id] = (sname, row)
+            binds.append((v, f"{sname}[{row}]"))
     for bname, o in zip(bufs, layout.outs):
         for tap in o.taps:
             row = f"t + {o.L + tap}" if o.keep == "all" else f"(t + {o.L + tap}) % {o.rows}"
@@ -607,12 +637,23 @@ def render_scan_function(module: Module, step: IR, layout: Layout) -> str:
         if (isinstance(v, Var) and v.shape != () and v.id in produced and
                 sum(1 for w in results if w is v) == 1):
             r.alias[v.id] = f"{bname}[{row}]"
+    invariant = {v.id for v in step.inputs[layout.n_seq_args + layout.n_state_args:
+                                           len(step.inputs) - 2 * n_rng]}
+    hoisted = hoistable_matmuls(step, seq_rows, invariant) if hoist else {}
+    for k, (sname, row) in hoisted.items():
+        e = step.eqns[k]
+        res, b = e.outputs[0], e.inputs[1]
+        h = r.fresh("hoisted")
+        body(f"{h} = np.empty(({sname}.shape[0],) + {tuple(res.shape)!r}, "
+             f"dtype={dtype_src(res.dtype)})")
+        body(f"np.dot({sname}, {r.name(b)}, {h})")
+        binds.append((res, f"{h}[{row}]"))
     body("n_run = n_steps")
     body("for t in range(n_steps):")
     body.indent()
     for v, expr in binds:
         body(f"{r.name(v)} = {expr}")
-    r.body(body, step.eqns, results)
+    r.body(body, [e for k, e in enumerate(step.eqns) if k not in hoisted], results)
     for bname, row, v in zip(bufs, rows, results):
         if not (isinstance(v, Var) and v.id in r.aliased):
             r.copy_into(body, bname, row, v, v.shape)
