@@ -157,5 +157,6 @@ def scan_cpu(sa: ScanArgs):
 
 
 def scan_cuda(sa: ScanArgs):
-    from .codegen import cuda
-    return cuda.scan_cuda(sa)
+    raise NotImplementedError(
+        "mode='cuda' is not implemented in this version of numbascan; use mode='cpu' "
+        "(compiled) or mode='python'")

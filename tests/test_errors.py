@@ -391,3 +391,10 @@ def test_step_failing_midway_leaves_inputs_untouched(mode):
         ns.scan(step, sequences=S, outputs_info=x0, mode=mode)
     np.testing.assert_array_equal(S, np.arange(6.0))
     np.testing.assert_array_equal(x0, np.ones(2))
+
+
+def test_cuda_mode_is_a_clear_error_in_this_version():
+    x = np.arange(3.0)
+    with pytest.raises(NotImplementedError, match="mode='cuda'"):
+        ns.scan(lambda v: v * 2, sequences=x, mode="cuda")
+    np.testing.assert_array_equal(x, np.arange(3.0))
