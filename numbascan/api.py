@@ -490,9 +490,7 @@ def scan_python(sa: ScanArgs):
         for t in range(n):
             args = []
             for s, sl in zip(seqs, sa.seq_layouts):
-                for tap in sl.taps:
-                    j = t + sl.m + tap
-                    args.append(s[len(s) - 1 - j] if sa.go_backwards else s[j])
+                args += sl.rows(s, t, sa.go_backwards)
             for k, i in enumerate(fed):
                 L = max(-tp for tp in sa.out_taps[i])
                 for tap in sa.out_taps[i]:

@@ -33,6 +33,11 @@ class SeqLayout:
     def M(self):
         return max(0, max(self.taps))
 
+    def rows(self, seq, t, go_backwards):
+        """The rows of `seq` that step t reads, one per tap (reference loops)."""
+        rows = [t + self.m + tap for tap in self.taps]
+        return [seq[len(seq) - 1 - j] if go_backwards else seq[j] for j in rows]
+
 
 @dataclass(frozen=True)
 class OutLayout:

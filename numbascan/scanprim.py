@@ -48,9 +48,7 @@ def _impl(*args, step, layout, n_steps, **_):
     for t in range(n_steps):
         step_args = []
         for s, sl in zip(seqs, layout.seqs):
-            for tap in sl.taps:
-                j = t + sl.m + tap
-                step_args.append(s[len(s) - 1 - j] if layout.go_backwards else s[j])
+            step_args += sl.rows(s, t, layout.go_backwards)
         for o, h in zip(layout.outs, hist):
             for tap in o.taps:
                 step_args.append(h[o.L + t + tap])

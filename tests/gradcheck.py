@@ -24,6 +24,7 @@ floating-point arrays (close over integer arrays instead); `wrt` selects the arg
 from __future__ import annotations
 
 import numpy as np
+from numbascan.jit import _unflatten as unflatten  # noqa: F401  (the library's own)
 
 import numbascan as ns
 
@@ -51,19 +52,6 @@ def flatten(tree, path=""):
             specs.append((k, s))
         return items, (dict, specs)
     return [(path or "output", tree)], None
-
-
-def unflatten(spec, leaves):
-    it = iter(leaves)
-
-    def build(s):
-        if s is None:
-            return next(it)
-        kind, subs = s
-        if kind is dict:
-            return {k: build(sub) for k, sub in subs}
-        return kind(build(sub) for sub in subs)
-    return build(spec)
 
 
 def _leaves(tree):
