@@ -6,6 +6,10 @@ derivatives, compilation and batching.
 
 __version__ = "0.1.0"
 
+from .memory import keep_freed_memory as _keep_freed_memory      # noqa: E402
+
+_keep_freed_memory()
+
 from .api import foldl, foldr, map, reduce, scan, until          # noqa: E402
 from . import scanprim                                             # noqa: E402,F401
 from .jit import jit, show                                         # noqa: E402

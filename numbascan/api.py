@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import random as nsrandom
-from .ir import IR
+from .ir import IR, dead_code_elimination
 from .layout import Layout, OutLayout, SeqLayout
 from .shared import Shared, Updates, _PYTHON_STATES
 from .trace import Trace, Tracer, TracingError, current_trace, with_traced_captures
@@ -356,7 +356,7 @@ def trace_step(sa: ScanArgs) -> TracedStep:
     n_before_nonseq = n_args - len(sa.nonseqs)
     inputs = (tuple(tr.args[:n_before_nonseq]) + tuple(state_vars) +
               tuple(tr.args[n_before_nonseq:]) + tuple(capture_vars) + tuple(rng_vars))
-    ir = IR(inputs, tuple(tr.eqns), result_vars)
+    ir = dead_code_elimination(IR(inputs, tuple(tr.eqns), result_vars))
     outs = tuple(OutLayout(taps) for taps in sa.out_taps)
     outs += tuple(OutLayout(()) for _ in range(len(out_tracers) - len(outs)))
     outs += tuple(OutLayout((-1,), keep="last") for _ in shared_states)

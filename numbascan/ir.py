@@ -146,3 +146,14 @@ def eval_ir(ir: IR, args, impls=None):
         for v, o in zip(e.outputs, outs):
             env[v.id] = o
     return [read(v) for v in ir.outputs]
+
+
+def dead_code_elimination(ir: IR) -> IR:
+    """`ir` without the equations none of its outputs depend on."""
+    live = {v.id for v in ir.outputs if isinstance(v, Var)}
+    kept = []
+    for e in reversed(ir.eqns):
+        if any(v.id in live for v in e.outputs):
+            kept.append(e)
+            live.update(v.id for v in e.inputs if isinstance(v, Var))
+    return IR(ir.inputs, tuple(reversed(kept)), ir.outputs)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .api import (ScanError, _MODE_OVERRIDE, normalize, resolve_mode, trace_step,
                   trace_with_until_trips)
-from .ir import IR
+from .ir import IR, dead_code_elimination
 from .passes import keep_only_last_steps
 from .shared import Shared
 from .trace import Trace, Tracer, TracingError, current_trace, with_traced_captures
@@ -80,7 +80,7 @@ def trace_program(fn, args) -> Program:
     streams = list(tr.rng)
     inputs = (tuple(tr.args) + tuple(tr.shared.values()) + tuple(c.var for c in tr.captures) +
               tuple(v for s in streams for v in tr.rng[s]))
-    ir = keep_only_last_steps(IR(inputs, tuple(tr.eqns), out_vars))
+    ir = keep_only_last_steps(dead_code_elimination(IR(inputs, tuple(tr.eqns), out_vars)))
     return Program(ir, [c.source for c in tr.captures], list(tr.shared), streams,
                    [tr.rng_used[s] for s in streams], spec, tr.created)
 

@@ -84,6 +84,11 @@ class Trace:
 
     def _capture(self, source, dtype, shape):
         key = id(source)
+        base = getattr(source, "base", None)
+        while base is not None and id(source) not in self.created:
+            if id(base) in self.created:          # a view of a constant is a constant
+                self.created[id(source)] = source
+            base = getattr(base, "base", None)
         if key not in self._capture_ids:
             v = Var(np.dtype(dtype), tuple(shape))
             self._capture_ids[key] = v

@@ -15,9 +15,15 @@ from ..trace import constant
 
 from ..api import resolve_mode
 from ..jit import STATIC_TYPES, _flatten, _unflatten, inline_inputs, run_traced, trace_program
-from ..trace import _STACK, Tracer, current_trace
+from ..trace import _STACK, Tracer, bind, current_trace
 from . import rules
 from .core import Backward, DerivativeError, jvp_replay, vjp_rule, zeros_like
+
+
+def _traced_one(dtype):
+    """The seed cotangent 1, as a traced scalar: NumPy must not build the arrays derived from it
+    (a broadcast of a constant would become a full-size input of the program)."""
+    return bind("convert", [np.dtype(dtype).type(1)], dtype=np.dtype(dtype))
 
 
 def _run(build, args, f=None, f_args=()):
@@ -91,7 +97,7 @@ def value_and_grad(f, argnums=0):
                                       f"{[np.shape(o) for o in bw.outputs]}; use ns.jacobian "
                                       f"or ns.vjp for other outputs")
             out = bw.outputs[0]
-            cts = bw.run([constant(np.ones((), np.dtype(out.dtype)))])
+            cts = bw.run([_traced_one(out.dtype)])
             grads = tuple(cts[pos[i]] if cts[pos[i]] is not None else zeros_like(args[i])
                           for i in nums)
             return out, grads if not isinstance(argnums, (int, np.integer)) else grads[0]
@@ -281,7 +287,7 @@ def theano_grad(cost, wrt):
         raise DerivativeError(f"grad: cost must be a scalar, found shape {np.shape(cost)}")
     if cost.trace not in _STACK:
         raise DerivativeError("grad: cost belongs to a function that is no longer being traced")
-    ct = {(id(cost.trace), cost.var.id): constant(np.ones((), cost.dtype))}
+    ct = {(id(cost.trace), cost.var.id): _traced_one(cost.dtype)}
     keep = {(id(w.trace), w.var.id) for w in wrt_list}
     found = {}
     for tr in reversed(_STACK[:_STACK.index(cost.trace) + 1]):

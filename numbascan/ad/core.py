@@ -14,7 +14,7 @@ import numpy as np
 
 from ..trace import constant
 
-from ..ir import IR, Lit, Var
+from ..ir import IR, Lit, Var, dead_code_elimination  # noqa: F401 (used by scan.py)
 from ..trace import Trace, current_trace
 from . import rules
 
@@ -205,17 +205,7 @@ def trace_closure(fn, avals, name="derivative"):
     if tr.rng or tr.shared:
         raise DerivativeError("a derivative step read a random stream or a shared variable")
     ir = IR(tuple(tr.args) + tuple(c.var for c in tr.captures), tuple(tr.eqns), out_vars)
-    return ir, [c.source for c in tr.captures]
-
-
-def dead_code_elimination(ir: IR) -> IR:
-    live = {v.id for v in ir.outputs if isinstance(v, Var)}
-    kept = []
-    for e in reversed(ir.eqns):
-        if any(v.id in live for v in e.outputs):
-            kept.append(e)
-            live.update(v.id for v in e.inputs if isinstance(v, Var))
-    return IR(ir.inputs, tuple(reversed(kept)), ir.outputs)
+    return dead_code_elimination(ir), [c.source for c in tr.captures]
 
 
 CHEAP_TO_REDO = {"reshape", "transpose", "broadcast_to", "index", "convert"}
