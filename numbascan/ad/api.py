@@ -61,6 +61,14 @@ def _as_arrays(args, nums):
             and not isinstance(a, bool) else a for i, a in enumerate(args)]
 
 
+def _selected(argnums, args):
+    """(indices of the arguments to differentiate, the arguments) after checking them."""
+    nums = _argnums(argnums, len(args))
+    args = _as_arrays(args, nums)
+    _check_differentiable(args, nums)
+    return nums, args
+
+
 def _traced_positions(args):
     """Index, among the program's traced arguments, of each positional argument."""
     pos, k = {}, 0
@@ -85,9 +93,7 @@ def _backward(f, args, nums):
 def value_and_grad(f, argnums=0):
     """`(f(*args), d f / d args[argnums])` for scalar-valued `f`."""
     def value_and_grad_f(*args):
-        nums = _argnums(argnums, len(args))
-        args = _as_arrays(args, nums)
-        _check_differentiable(args, nums)
+        nums, args = _selected(argnums, args)
 
         def build(*args):
             prog, bw, pos = _backward(f, args, nums)
@@ -179,9 +185,7 @@ def jacfwd(f, argnums=0):
     from ..api import scan
 
     def jac(*args):
-        nums = _argnums(argnums, len(args))
-        args = _as_arrays(args, nums)
-        _check_differentiable(args, nums)
+        nums, args = _selected(argnums, args)
 
         def build(*args):
             results = []
@@ -219,9 +223,7 @@ def jacrev(f, argnums=0):
     from ..api import scan
 
     def jac(*args):
-        nums = _argnums(argnums, len(args))
-        args = _as_arrays(args, nums)
-        _check_differentiable(args, nums)
+        nums, args = _selected(argnums, args)
 
         def build(*args):
             prog, bw, pos = _backward(f, args, nums)
@@ -253,13 +255,13 @@ def jacobian(f, argnums=0, mode="auto"):
         if m == "auto":
             nums = _argnums(argnums, len(args))
             n_in = sum(int(np.prod(np.shape(args[i]))) for i in nums)
-            out = jax_like_eval_shape(f, args)
+            out = output_shape(f, args)
             m = "fwd" if n_in <= int(np.prod(out)) else "rev"
         return (jacfwd if m == "fwd" else jacrev)(f, argnums)(*args)
     return jac
 
 
-def jax_like_eval_shape(f, args):
+def output_shape(f, args):
     prog = trace_program(f, [a if isinstance(a, STATIC_TYPES) or isinstance(a, Tracer)
                              else np.asarray(a) for a in args])
     return prog.ir.outputs[0].shape
