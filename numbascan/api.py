@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import os
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np

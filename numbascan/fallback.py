@@ -15,7 +15,7 @@ import warnings
 import numba
 import numpy as np
 
-from .api import ScanError, check_step_outputs, split_step_result
+from .api import ScanError, check_step_outputs
 from .codegen.source import load_module
 
 LOOP_TEMPLATE = '''\
@@ -87,7 +87,6 @@ def scan_untraced(sa, err):
     if sa.n_steps == 0:
         raise ScanError(f"fn: the step could not be traced ({err.op}) and n_steps is 0, so the "
                         f"output shapes are unknown")
-    fed = [i for i, taps in enumerate(sa.out_taps) if taps]
     # one Python call on the first step's inputs gives the outputs' dtypes and shapes
     probe = scan_python(_first_step_only(sa))[0]
     outputs = [np.asarray(p)[0] for p in probe]

@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 
-from .api import (ScanError, _MODE_OVERRIDE, normalize, resolve_mode, trace_step,
+from .api import (_MODE_OVERRIDE, normalize, resolve_mode, trace_step,
                   trace_with_until_trips)
 from .ir import IR, dead_code_elimination
 from .passes import keep_only_last_steps

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import replace
 
 from .ir import IR, Eqn, Var
 

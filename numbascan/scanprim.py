@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 
 from . import primitives
-from .api import ScanArgs, ScanError, trace_step
+from .api import ScanArgs, trace_step
 from .ir import IR, eval_ir
 from .shared import Updates
 from .trace import Tracer, current_trace

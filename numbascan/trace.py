@@ -10,7 +10,7 @@ and counter. Python scalars become literals (compile-time constants).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 

@@ -291,7 +291,6 @@ def theano_grad(cost, wrt):
         raise DerivativeError("grad: cost belongs to a function that is no longer being traced")
     ct = {(id(cost.trace), cost.var.id): _traced_one(cost.dtype)}
     keep = {(id(w.trace), w.var.id) for w in wrt_list}
-    found = {}
     for tr in reversed(_STACK[:_STACK.index(cost.trace) + 1]):
         for e in reversed(tr.eqns):
             gs = []

@@ -297,7 +297,7 @@ def scan_vjp_backward(e, ins, outs, gs, tape: Tape):
     act_rest = [i for i, on in enumerate(rest_mask) if on]
     accs = [zeros_like(P.rest[i]) for i in act_rest]
     seq_mask = tape.in_mask[:n_seq_in]
-    n_res, n_ybar = len(tape.residuals), len(ybar_from)
+    n_res = len(tape.residuals)
     nr = 2 * len(layout.rng)
     backward = tape.backward
 

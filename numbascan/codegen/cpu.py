@@ -520,7 +520,7 @@ class Renderer:
     def r_scan(self, out: Lines, e: Eqn):
         step, layout, n = e.p["step"], e.p["layout"], e.p["n_steps"]
         fname = render_scan_function(self.module, step, layout, hoist=not self.in_loop)
-        ns, no = len(layout.seqs), len(layout.outs)
+        ns = len(layout.seqs)
         seqs = [self.name(v) for v in e.inputs[:ns]]
         inits = iter(e.inputs[ns:])
         bufs = []
