@@ -622,7 +622,7 @@ def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None
             from .driver import scan_cpu
             outs, updates, n_run = scan_cpu(sa)
         else:
-            from .driver import scan_cuda
+            from .gpu import scan_cuda
             outs, updates, n_run = scan_cuda(sa)
         if UNTIL_TRIPS.recording is not None and _returns_until(sa):
             UNTIL_TRIPS.recording.append(n_run)

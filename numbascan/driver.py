@@ -114,19 +114,20 @@ class CachedScan:
 _SCANS: dict = {}        # (function key, argument signature) -> CachedScan
 
 
-def traced_scan(sa: ScanArgs):
+def traced_scan(sa: ScanArgs, compile=True):
     """(traced step, compiled loop, capture values): from the trace cache when the function
-    and what it can see are unchanged (tracecache.py), else traced and compiled now."""
+    and what it can see are unchanged (tracecache.py), else traced and compiled now.
+    `compile=False`: no CPU loop (the CUDA driver compiles its own kernel)."""
     key, arrays = function_key(sa.fn)
     if key is not None:
-        key = (key, sa.signature())
+        key = (key, sa.signature(), compile)
         hit = _SCANS.get(key)
         if hit is not None:
             captures = read_captures(sa.fn, hit.readers, hit.capture_avals)
             if captures is not None:
                 return hit.ts, hit.fn, captures
     ts = trace_step(sa)
-    fn = compile_scan(ts.ir, ts.layout)
+    fn = compile_scan(ts.ir, ts.layout) if compile else None
     readers = capture_readers(ts.captures, arrays, ts.created) if key is not None else None
     if readers is not None:
         avals = [(np.asarray(c).dtype, np.shape(c)) if not isinstance(c, Shared) else None
@@ -154,9 +155,3 @@ def scan_cpu(sa: ScanArgs):
     for s, (_, per_step) in zip(ts.streams, ts.layout.rng):
         s.counter += n * per_step
     return (*results(ts, bufs, n_run), n_run)
-
-
-def scan_cuda(sa: ScanArgs):
-    raise NotImplementedError(
-        "mode='cuda' is not implemented in this version of numbascan; use mode='cpu' "
-        "(compiled) or mode='python'")

@@ -160,15 +160,29 @@ class Renderer:
         for _ in range(n):
             out.dedent()
 
+    # the loop nest over an equation's output elements (the CUDA renderer shares it out among
+    # the threads of a block) and the barrier between equations (none in a CPU thread)
+    def outer_loops(self, out, shape):
+        return self.loops(out, shape)
+
+    def close_outer(self, out, shape):
+        self.close(out, len(shape))
+
+    def barrier(self, out):
+        pass
+
+    def reduce_rule(self, prim):
+        return REDUCE[prim]
+
     def copy_into(self, out, buf, row, v, shape):
         """buf[row, ...] = v for a value of `shape` (row None: the whole buffer)."""
         lead = [] if row is None else [row]
         if shape == ():
             out(f"{buf}[{_idx(lead)}] = {self.name(v)}" if lead else f"{buf} = {self.name(v)}")
             return
-        idx = self.loops(out, shape)
+        idx = self.outer_loops(out, shape)
         out(f"{buf}[{_idx(lead + idx)}] = {self.read(v, idx, shape)}")
-        self.close(out, len(shape))
+        self.close_outer(out, shape)
 
     # -- equations ------------------------------------------------------------------------------
     def body(self, out: Lines, eqns, results):
@@ -211,7 +225,7 @@ class Renderer:
         stored = {vid for vid, n in inside.items() if uses.get(vid, 0) > n}
         targets = {e.outputs[0].id: self.buffer(e.outputs[0], out) for e in group
                    if e.outputs[0].id in stored}
-        idx = self.loops(out, shape)
+        idx = self.outer_loops(out, shape)
         local = {}
         for e in group:
             ops = [self.lit_operand(e, v) if isinstance(v, Lit) else
@@ -222,7 +236,7 @@ class Renderer:
             local[res.id] = name
             if res.id in targets:
                 out(f"{targets[res.id]}[{_idx(idx)}] = {name}")
-        self.close(out, len(shape))
+        self.close_outer(out, shape)
 
     def eqn(self, out: Lines, e: Eqn):
         prim = TABLE[e.prim]
@@ -269,10 +283,10 @@ class Renderer:
             out(f"{self.name(res)} = {self.cast(expr, res.dtype)}")
             return
         name = self.buffer(res, out)
-        idx = self.loops(out, shape)
+        idx = self.outer_loops(out, shape)
         expr = self.scalar_expr(e, [operand(v, idx) for v in e.inputs])
         out(f"{name}[{_idx(idx)}] = {expr}")
-        self.close(out, len(shape))
+        self.close_outer(out, shape)
 
     @staticmethod
     def cast(expr, dtype):
@@ -284,10 +298,10 @@ class Renderer:
     def reduce(self, out: Lines, e: Eqn):
         x, res = e.inputs[0], e.outputs[0]
         axes, keepdims = e.p["axes"], e.p["keepdims"]
-        _, template, init = REDUCE[e.prim]
+        _, template, init = self.reduce_rule(e.prim)
         kept = [a for a in range(x.ndim) if a not in axes]
         target = self.name(res) if res.shape == () else self.buffer(res, out)
-        outer = self.loops(out, [x.shape[a] for a in kept])
+        outer = self.outer_loops(out, [x.shape[a] for a in kept])
         acc = self.fresh("acc")
         full = {a: i for a, i in zip(kept, outer)}
         if init is None:                          # max/min start from the first element
@@ -305,14 +319,14 @@ class Renderer:
             out(f"{target} = {self.cast(acc, res.dtype)}")
         else:
             out(f"{target}[{_idx(oidx)}] = {acc}")
-        self.close(out, len(kept))
+        self.close_outer(out, [x.shape[a] for a in kept])
 
     def _arg_reduce(self, out: Lines, e: Eqn, better):
         x, res = e.inputs[0], e.outputs[0]
         axis, keepdims = e.p["axis"], e.p["keepdims"]
         kept = [a for a in range(x.ndim) if a != axis]
         target = self.name(res) if res.shape == () else self.buffer(res, out)
-        outer = self.loops(out, [x.shape[a] for a in kept])
+        outer = self.outer_loops(out, [x.shape[a] for a in kept])
         full = dict(zip(kept, outer))
         best, bi, r = self.fresh("best"), self.fresh("bi"), self.fresh("r")
         full[axis] = "0"
@@ -332,7 +346,7 @@ class Renderer:
         else:
             oidx = [full[a] if a != axis else "0" for a in range(x.ndim)] if keepdims else outer
             out(f"{target}[{_idx(oidx)}] = {bi}")
-        self.close(out, len(kept))
+        self.close_outer(out, [x.shape[a] for a in kept])
 
     def r_argmax(self, out, e):
         self._arg_reduce(out, e, ">")
@@ -345,7 +359,7 @@ class Renderer:
         axis = e.p["axis"]
         name = self.buffer(res, out)
         kept = [a for a in range(x.ndim) if a != axis]
-        outer = self.loops(out, [x.shape[a] for a in kept])
+        outer = self.outer_loops(out, [x.shape[a] for a in kept])
         acc, r = self.fresh("acc"), self.fresh("r")
         out(f"{acc} = {literal_src(0, res.dtype)}")
         out(f"for {r} in range({x.shape[axis]}):")
@@ -356,7 +370,7 @@ class Renderer:
         out(f"{acc} = {acc} + {self.name(x)}[{idx}]")
         out(f"{name}[{idx}] = {acc}")
         out.dedent()
-        self.close(out, len(kept))
+        self.close_outer(out, [x.shape[a] for a in kept])
 
     def r_matmul(self, out: Lines, e: Eqn):
         a, b = e.inputs
@@ -428,30 +442,30 @@ class Renderer:
     def r_transpose(self, out: Lines, e: Eqn):
         x, res = e.inputs[0], e.outputs[0]
         R = self.buffer(res, out)
-        idx = self.loops(out, res.shape)
+        idx = self.outer_loops(out, res.shape)
         src = [None] * x.ndim
         for k, a in enumerate(e.p["axes"]):
             src[a] = idx[k]
         out(f"{R}[{_idx(idx)}] = {self.name(x)}[{_idx(src)}]")
-        self.close(out, res.ndim)
+        self.close_outer(out, res.shape)
 
     def r_broadcast_to(self, out: Lines, e: Eqn):
         x, res = e.inputs[0], e.outputs[0]
         R = self.buffer(res, out)
-        idx = self.loops(out, res.shape)
+        idx = self.outer_loops(out, res.shape)
         out(f"{R}[{_idx(idx)}] = {self.read(x, idx, res.shape)}")
-        self.close(out, res.ndim)
+        self.close_outer(out, res.shape)
 
     def r_concatenate(self, out: Lines, e: Eqn):
         res, axis = e.outputs[0], e.p["axis"]
         R = self.buffer(res, out)
         offset = 0
         for x in e.inputs:
-            idx = self.loops(out, x.shape)
+            idx = self.outer_loops(out, x.shape)
             dst = list(idx)
             dst[axis] = f"{offset} + {idx[axis]}"
             out(f"{R}[{_idx(dst)}] = {self.read(x, idx)}")
-            self.close(out, x.ndim)
+            self.close_outer(out, x.shape)
             offset += x.shape[axis]
 
     def _index_source(self, out: Lines, spec, dyn):
@@ -487,20 +501,21 @@ class Renderer:
             out(f"{self.name(res)} = {self.name(x)}[{_idx(src)}]")
             return
         R = self.buffer(res, out)
-        loop_idx = self.loops(out, res.shape)
+        loop_idx = self.outer_loops(out, res.shape)
         out(f"{R}[{_idx(loop_idx)}] = {self.name(x)}[{_idx(self._indexed(spec, src, loop_idx))}]")
-        self.close(out, res.ndim)
+        self.close_outer(out, res.shape)
 
     def r_index_add(self, out: Lines, e: Eqn):
         base, upd, dyn, res = e.inputs[0], e.inputs[1], e.inputs[2:], e.outputs[0]
         spec = e.p["spec"]
         R = self.buffer(res, out)
         self.copy_into(out, R, None, base, res.shape)
+        self.barrier(out)
         src = self._index_source(out, spec, dyn)
-        loop_idx = self.loops(out, upd.shape)
+        loop_idx = self.outer_loops(out, upd.shape)
         target = _idx(self._indexed(spec, src, loop_idx))
         out(f"{R}[{target}] += {self.read(upd, loop_idx)}")
-        self.close(out, len(upd.shape))
+        self.close_outer(out, upd.shape)
 
     def r_random(self, out: Lines, e: Eqn):
         key, base = (self.name(v) for v in e.inputs)

@@ -1,0 +1,560 @@
+"""Stage: IR -> CUDA source — render scans as numba.cuda kernels with the time loop inside.
+
+The IR, the scan layout (`layout.py`) and the equation renderers are those of the CPU stage
+(`codegen/cpu.py`); what changes is where values live and who computes them. Kernels cannot
+allocate: every temporary of a step is a static-shape array declared in the kernel,
+`cuda.local.array` when one thread runs the step, `cuda.shared.array` when the threads of a
+block share it. The time loop runs inside one launch.
+
+Kernel patterns, chosen from the step program by `choose_pattern`:
+
+    elementwise  every value of the step has the state's shape S (or is a scalar computed from
+                 scalars), and element k of a new state depends on element k only: one thread
+                 per state element, fed-back `-1` taps held in registers, no synchronisation.
+    block        any other step: one block of `lanes` threads runs the step; the loop nest over
+                 an equation's output elements is shared out (`for f in range(lane, size,
+                 lanes)`) and `cuda.syncthreads()` follows every equation that writes an array.
+                 With lanes == 1 (tiny states) one thread runs everything, with no barrier.
+    batched      a parallel map (`ns.vmap`): step t runs in thread t (lanes == 1) or in block t
+                 (lanes > 1, the block pattern inside).
+
+Generated functions (buffers as in `layout.py`, rows of `buf` exactly those of the CPU loop):
+
+    kernel_<h>(n_steps, seq..., buf..., non_seq..., capture..., rng_key, rng_base, ..., n_run)
+    scan_<h>(n_steps, seq..., buf..., non_seq..., capture..., rng..., lane) -> n_run   (device
+             function: a scan nested in another scan's step)
+
+`n_run` is a one-element int64 device array receiving the number of steps run (ns.until).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir import IR, Lit, Var
+from ..layout import Layout
+from ..primitives import REDUCE, TABLE
+from .cpu import Lines, Renderer, _idx, _params, dtype_src, literal_src, program_hash
+from .cpu import Module as CpuModule
+
+MODULE_TEMPLATE = '''\
+"""numbascan generated module (CUDA). Source of: {title}"""
+import math
+import numpy as np
+from numba import cuda
+from numbascan.random import uniform_scalar, normal_scalar, binomial_scalar
+
+uniform_dev = cuda.jit(device=True)(uniform_scalar)
+normal_dev = cuda.jit(device=True)(normal_scalar)
+binomial_dev = cuda.jit(device=True)(binomial_scalar)
+
+{functions}
+'''
+
+KERNEL_TEMPLATE = '''\
+@cuda.jit
+def {name}({params}):
+{body}
+'''
+
+DEVICE_TEMPLATE = '''\
+@cuda.jit(device=True)
+def {name}({params}):
+{body}
+'''
+
+# shared memory one block may declare (the smallest per-block limit of current GPUs)
+SHARED_BYTES = 48 * 1024
+THREADS_PER_BLOCK = 128
+# states of at most this many elements run in one thread (barriers would cost more than
+# the threads save)
+SERIAL_MAX_ELEMENTS = 16
+MAX_LANES = 256
+
+
+def _nan_max(a, b):
+    return f"({a} if ({a} >= {b} or {a} != {a}) else {b})"
+
+
+def _nan_min(a, b):
+    return f"({a} if ({a} <= {b} or {a} != {a}) else {b})"
+
+
+# NumPy ufuncs numba.cuda cannot call on scalars, as CUDA math (libdevice) expressions
+CUDA_SCALAR = {
+    "absolute": "abs({0})", "exp": "math.exp({0})", "expm1": "math.expm1({0})",
+    "log": "math.log({0})", "log1p": "math.log1p({0})", "sqrt": "math.sqrt({0})",
+    "sin": "math.sin({0})", "cos": "math.cos({0})", "tan": "math.tan({0})",
+    "arcsin": "math.asin({0})", "arccos": "math.acos({0})", "arctan": "math.atan({0})",
+    "sinh": "math.sinh({0})", "cosh": "math.cosh({0})", "tanh": "math.tanh({0})",
+    "arcsinh": "math.asinh({0})", "arccosh": "math.acosh({0})", "arctanh": "math.atanh({0})",
+    "floor": "math.floor({0})", "ceil": "math.ceil({0})", "isnan": "math.isnan({0})",
+    "isfinite": "math.isfinite({0})", "arctan2": "math.atan2({0}, {1})",
+    "expit": "(1.0 / (1.0 + math.exp(-{0})))", "logit": "math.log({0} / (1.0 - {0}))",
+    "maximum": _nan_max, "minimum": _nan_min,
+}
+CUDA_SCALAR_FLOAT = {
+    "sign": "(({0} > 0) - ({0} < 0) + {0} * 0)",       # nan * 0 keeps NaN
+    "floor_divide": "math.floor({0} / {1})",
+    "remainder": "({0} - math.floor({0} / {1}) * {1})",
+}
+CUDA_SCALAR_INT = {
+    "sign": "(({0} > 0) - ({0} < 0))",
+    "floor_divide": "({0} // {1})",
+    "remainder": "({0} % {1})",
+}
+CUDA_REDUCE = {"reduce_max": _nan_max, "reduce_min": _nan_min}
+RANDOM_DEVICE = {"uniform": "uniform_dev", "normal": "normal_dev", "binomial": "binomial_dev"}
+
+
+class Module(CpuModule):
+    def source(self, title):
+        return MODULE_TEMPLATE.format(title=title, functions="\n\n".join(self.functions.values()))
+
+
+@dataclass(frozen=True)
+class Pattern:
+    kind: str              # "elementwise" | "block" | "batched"
+    lanes: int = 1         # threads per step (block, batched)
+    shape: tuple = ()      # the state shape S (elementwise)
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape))
+
+
+class CudaRenderer(Renderer):
+    """Renders a step for `lanes` threads of one block (lanes == 1: one thread)."""
+
+    def __init__(self, module: Module, lanes: int):
+        super().__init__(module)
+        self.lanes = lanes
+        self.declared_bytes = 0
+
+    # -- storage ------------------------------------------------------------------------------
+    def declare(self, name, shape, dtype):
+        memory = "shared" if self.lanes > 1 else "local"
+        self.alloc(f"{name} = cuda.{memory}.array({tuple(int(s) for s in shape)!r}, "
+                   f"{dtype_src(dtype)})")
+        self.declared_bytes += int(np.prod(shape)) * np.dtype(dtype).itemsize
+
+    def buffer(self, v: Var, out: Lines):
+        name = self.name(v)
+        if v.id in self.alias:
+            out(f"{name} = {self.alias[v.id]}")
+            self.aliased.add(v.id)
+        else:
+            self.declare(name, v.shape, v.dtype)
+        return name
+
+    # -- sharing loop nests among the lanes ----------------------------------------------------
+    def outer_loops(self, out, shape):
+        if self.lanes == 1 or not shape:          # scalars: every lane computes them
+            return self.loops(out, shape)
+        f = self.fresh("f")
+        out(f"for {f} in range(lane, {int(np.prod(shape))}, {self.lanes}):")
+        out.indent()
+        names = []
+        for expr in self._unravel(f, shape):
+            i = self.fresh()
+            out(f"{i} = {expr}")
+            names.append(i)
+        return names
+
+    def close_outer(self, out, shape):
+        if self.lanes == 1 or not shape:
+            self.close(out, len(shape))
+        else:
+            out.dedent()
+
+    def barrier(self, out):
+        if self.lanes > 1:
+            out("cuda.syncthreads()")
+
+    def eqn(self, out, e):
+        super().eqn(out, e)
+        if any(v.shape != () for v in e.outputs):
+            self.barrier(out)
+
+    def fused(self, out, group, uses):
+        super().fused(out, group, uses)
+        self.barrier(out)
+
+    # -- scalar code ---------------------------------------------------------------------------
+    def scalar_expr(self, e, operands):
+        kind = e.inputs[0].dtype.kind if e.inputs else "f"
+        table = CUDA_SCALAR_FLOAT if kind == "f" else CUDA_SCALAR_INT
+        template = table.get(e.prim) or CUDA_SCALAR.get(e.prim)
+        if template is None:
+            return super().scalar_expr(e, operands)
+        return template(*operands) if callable(template) else template.format(*operands)
+
+    def reduce_rule(self, prim):
+        impl, combine, init = REDUCE[prim]
+        return (impl, CUDA_REDUCE[prim]("{acc}", "{x}"), init) if prim in CUDA_REDUCE else \
+            (impl, combine, init)
+
+    # -- equations the CPU renders with allocation, BLAS or views ------------------------------
+    def r_matmul(self, out, e):
+        a, b = e.inputs
+        res = e.outputs[0]
+        A, B = self.name(a), self.name(b)
+        R = self.buffer(res, out) if res.shape != () else None
+        p, acc = self.fresh("p"), self.fresh("acc")
+        idx = self.outer_loops(out, res.shape)
+        i = [idx[0]] if a.ndim == 2 else []
+        j = [idx[-1]] if b.ndim == 2 else []
+        out(f"{acc} = {literal_src(0, res.dtype)}")
+        out(f"for {p} in range({a.shape[-1]}):")
+        out(f"    {acc} += {A}[{_idx(i + [p])}] * {B}[{_idx([p] + j)}]")
+        if R is None:
+            out(f"{self.name(res)} = {self.cast(acc, res.dtype)}")
+        else:
+            out(f"{R}[{_idx(idx)}] = {acc}")
+            self.close_outer(out, res.shape)
+
+    def r_reshape(self, out, e):
+        x, res = e.inputs[0], e.outputs[0]
+        if res.shape == ():
+            out(f"{self.name(res)} = {self.read(x, ['0'] * x.ndim)}")
+            return
+        R = self.buffer(res, out)
+        if isinstance(x, Lit) or x.shape == ():
+            idx = self.outer_loops(out, res.shape)
+            out(f"{R}[{_idx(idx)}] = {self.name(x)}")
+            self.close_outer(out, res.shape)
+            return
+        (f,) = self.outer_loops(out, (res.size,))
+        out(f"{R}[{_idx(self._unravel(f, res.shape))}] = "
+            f"{self.name(x)}[{_idx(self._unravel(f, x.shape))}]")
+        self.close_outer(out, (res.size,))
+
+    def r_random(self, out, e):
+        key, base = (self.name(v) for v in e.inputs)
+        res, p = e.outputs[0], e.p
+        fn = RANDOM_DEVICE[p["kind"]]
+        width = p["dist"][0] if p["kind"] == "binomial" else 1
+        args = ", ".join(repr(a) for a in p["dist"])
+        if res.shape == ():
+            out(f"{self.name(res)} = {fn}({key}, {base} + np.uint64({p['offset']}), {args})")
+            return
+        R = self.buffer(res, out)
+        (f,) = self.outer_loops(out, (res.size,))
+        out(f"{R}[{_idx(self._unravel(f, res.shape))}] = {fn}({key}, {base} + "
+            f"np.uint64({p['offset']}) + np.uint64({f} * {width}), {args})")
+        self.close_outer(out, (res.size,))
+
+    def r_scan(self, out, e):
+        step, layout, n = e.p["step"], e.p["layout"], e.p["n_steps"]
+        fname = render_scan_device(self.module, step, layout, self.lanes)
+        ns = len(layout.seqs)
+        seqs = [self.name(v) for v in e.inputs[:ns]]
+        inits = iter(e.inputs[ns:])
+        bufs = []
+        for o, res in zip(layout.outs, e.outputs):
+            rows = o.rows if o.rows is not None else o.L + n
+            shape = (rows,) + (res.shape if o.keep == "last" else res.shape[1:])
+            b = self.fresh("sbuf")
+            self.declare(b, shape, res.dtype)
+            bufs.append(b)
+            if o.taps:
+                init = next(inits)
+                if o.taps == (-1,):
+                    self.copy_into(out, b, "0", init, shape[1:])
+                else:
+                    self.copy_into(out, b, None, init, (o.L,) + shape[1:])
+        self.barrier(out)
+        rest = [self.name(v) for v in e.inputs[ns + sum(1 for o in layout.outs if o.taps):]]
+        nrun = self.fresh("nrun")
+        out(f"{nrun} = {fname}({n}, {', '.join(seqs + bufs + rest + ['lane'])})")
+        for o, res, b in zip(layout.outs, e.outputs, bufs):
+            if o.keep == "last":
+                row = f"({nrun} - 1 + {o.L}) % {o.rows}" if o.taps else "0"
+                out(f"{self.name(res)} = {b}[{row}]")
+            else:
+                out(f"{self.name(res)} = {b}[{o.L}:]" if o.taps else f"{self.name(res)} = {b}")
+
+
+class ElementwiseRenderer(CudaRenderer):
+    """One thread per element of the state shape S: values of shape S are scalar locals
+    holding this thread's element; inputs of other shapes are read where they broadcast."""
+
+    def __init__(self, module: Module, shape, index):
+        super().__init__(module, lanes=1)
+        self.shape, self.index = tuple(shape), list(index)
+        self.scalars: set[int] = set()        # ids of values held as this thread's element
+
+    def read(self, v, index=None, out_shape=None):
+        if isinstance(v, Lit) or v.shape == () or v.id in self.scalars:
+            return self.name(v)
+        return super().read(v, self.index, self.shape)
+
+    def body(self, out, eqns, results):
+        for e in eqns:
+            self.eqn(out, e)
+
+    def eqn(self, out, e):
+        res = e.outputs[0]
+        if res.shape == ():
+            return super().eqn(out, e)
+        if e.prim == "random":
+            key, base = (self.name(v) for v in e.inputs)
+            p = e.p
+            width = p["dist"][0] if p["kind"] == "binomial" else 1
+            flat = " + ".join(f"{i} * {st}" for i, st in zip(self.index, _strides(self.shape)))
+            args = ", ".join(repr(a) for a in p["dist"])
+            out(f"{self.name(res)} = {RANDOM_DEVICE[p['kind']]}({key}, {base} + "
+                f"np.uint64({p['offset']}) + np.uint64(({flat}) * {width}), {args})")
+        else:
+            ops = [self.lit_operand(e, v) if isinstance(v, Lit) else self.read(v)
+                   for v in e.inputs]
+            out(f"{self.name(res)} = {self.cast(self.scalar_expr(e, ops), res.dtype)}")
+        self.scalars.add(res.id)
+
+
+def _strides(shape):
+    return [int(np.prod(shape[k + 1:])) for k in range(len(shape))]
+
+
+def _broadcasts(shape, target):
+    return len(shape) <= len(target) and all(
+        s in (1, t) for s, t in zip(shape[::-1], target[::-1]))
+
+
+def elementwise_shape(step: IR, layout: Layout):
+    """The state shape S when the step is elementwise over S (see the module docstring)."""
+    if layout.until or not step.outputs or not layout.outs:
+        return None
+    shape = tuple(step.outputs[0].shape)
+    if shape == () or any(tuple(v.shape) != shape for v in step.outputs):
+        return None
+    for v in step.inputs:
+        if v.dtype != np.uint64 and not _broadcasts(tuple(v.shape), shape):
+            return None
+    for e in step.eqns:
+        kind = TABLE[e.prim].kind
+        out = tuple(e.outputs[0].shape)
+        if kind != "elementwise" and e.prim != "random":
+            return None
+        if out == ():
+            if any(isinstance(v, Var) and v.shape != () for v in e.inputs):
+                return None
+        elif out != shape:
+            return None
+    return shape
+
+
+def step_elements(step: IR):
+    """The largest number of elements of any array the step reads or makes."""
+    sizes = [int(np.prod(v.shape)) for v in step.inputs]
+    sizes += [int(np.prod(v.shape)) for e in step.eqns for v in e.outputs]
+    for e in step.eqns:
+        if e.prim == "scan":
+            sizes.append(step_elements(e.p["step"]))
+    return max(sizes, default=1)
+
+
+def choose_pattern(step: IR, layout: Layout, batched=False) -> Pattern:
+    elements = step_elements(step)
+    lanes = 1 if elements <= SERIAL_MAX_ELEMENTS else \
+        min(MAX_LANES, -(-elements // 32) * 32)
+    if batched:
+        return Pattern("batched", lanes)
+    shape = elementwise_shape(step, layout)
+    if shape is not None and int(np.prod(shape)) > SERIAL_MAX_ELEMENTS:
+        return Pattern("elementwise", 1, shape)
+    return Pattern("block", lanes)
+
+
+def _bind_step(r: Renderer, step: IR, layout: Layout, seqs, bufs, rest, time="t"):
+    """Bind the step's inputs to rows of the sequences and buffers at step `time`; mark the
+    results written in place. -> (binds, rows of the results, results)."""
+    inputs = iter(step.inputs)
+    binds = []
+    for sname, sl in zip(seqs, layout.seqs):
+        for tap in sl.taps:
+            pos = f"{time} + {sl.m + tap}"
+            row = f"{sname}.shape[0] - 1 - ({pos})" if layout.go_backwards else pos
+            binds.append((next(inputs), f"{sname}[{row}]"))
+    for bname, o in zip(bufs, layout.outs):
+        for tap in o.taps:
+            row = f"{time} + {o.L + tap}" if o.keep == "all" else \
+                f"({time} + {o.L + tap}) % {o.rows}"
+            binds.append((next(inputs), f"{bname}[{row}]"))
+    for pname in rest:
+        r.names[next(inputs).id] = pname
+    for j, (offset, per_step) in enumerate(layout.rng):
+        key, base = next(inputs), next(inputs)
+        r.names[key.id] = f"rng_key{j}"
+        binds.append((base, f"rng_base{j} + np.uint64({offset}) + np.uint64({time}) * "
+                            f"np.uint64({per_step})"))
+    results = list(step.outputs)
+    rows = []
+    for o in layout.outs:
+        if o.taps:
+            rows.append(f"{time} + {o.L}" if o.keep == "all" else f"({time} + {o.L}) % {o.rows}")
+        else:
+            rows.append(time if o.keep == "all" else "0")
+    produced = {v.id for e in step.eqns for v in e.outputs}
+    for bname, row, v in zip(bufs, rows, results):
+        if (isinstance(v, Var) and v.shape != () and v.id in produced and
+                sum(1 for w in results if w is v) == 1):
+            r.alias[v.id] = f"{bname}[{row}]"
+    return binds, rows, results
+
+
+def _signature(layout: Layout):
+    seqs = _params(len(layout.seqs), "seq")
+    bufs = _params(len(layout.outs), "buf")
+    rest = _params(layout.n_nonseqs, "nonseq") + _params(layout.n_captures, "cap")
+    rng = [p for j in range(len(layout.rng)) for p in (f"rng_key{j}", f"rng_base{j}")]
+    return seqs, bufs, rest, rng
+
+
+def _step_body(r: CudaRenderer, body: Lines, step, layout, bufs, binds, rows, results):
+    """One step: bind rows, run the equations, store results, synchronise."""
+    for v, expr in binds:
+        body(f"{r.name(v)} = {expr}")
+    r.body(body, step.eqns, results)
+    for bname, row, v in zip(bufs, rows, results):
+        if not (isinstance(v, Var) and v.id in r.aliased):
+            r.copy_into(body, bname, row, v, v.shape)
+    r.barrier(body)
+
+
+def _finish(module: Module, r: CudaRenderer, template, name, params, body: Lines):
+    if r.declared_bytes > SHARED_BYTES and r.lanes > 1:
+        raise ValueError(
+            f"mode='cuda': this step needs {r.declared_bytes // 1024} KB of shared memory for "
+            f"its temporaries, more than the {SHARED_BYTES // 1024} KB one block has; run it "
+            f"with mode='cpu'")
+    text = r.alloc.text() + "\n" + body.text() if r.alloc.lines else body.text()
+    module.functions[name] = template.format(name=name, params=", ".join(params), body=text)
+
+
+def render_scan_device(module: Module, step: IR, layout: Layout, lanes: int) -> str:
+    """A nested scan as a device function run by `lanes` threads (see the module docstring)."""
+    name = "scan_" + program_hash(step.fingerprint(), layout, lanes, "cuda")
+    if name in module.functions:
+        return name
+    r = CudaRenderer(module, lanes)
+    seqs, bufs, rest, rng = _signature(layout)
+    body = Lines()
+    binds, rows, results = _bind_step(r, step, layout, seqs, bufs, rest)
+    body("n_run = n_steps")
+    body("for t in range(n_steps):")
+    body.indent()
+    _step_body(r, body, step, layout, bufs, binds, rows, results)
+    if layout.until:
+        body(f"if {r.name(results[-1])}:")
+        body("    n_run = t + 1")
+        body("    break")
+    body.dedent()
+    body("return n_run")
+    _finish(module, r, DEVICE_TEMPLATE, name, ["n_steps"] + seqs + bufs + rest + rng + ["lane"],
+            body)
+    return name
+
+
+def render_scan_kernel(module: Module, step: IR, layout: Layout, pattern: Pattern) -> str:
+    """The kernel of an eager scan, or of a parallel map (pattern "batched")."""
+    name = "kernel_" + program_hash(step.fingerprint(), layout, pattern)
+    if name in module.functions:
+        return name
+    seqs, bufs, rest, rng = _signature(layout)
+    params = ["n_steps"] + seqs + bufs + rest + rng + ["n_run_out"]
+    if pattern.kind == "elementwise":
+        return _render_elementwise(module, name, step, layout, pattern, params)
+    r = CudaRenderer(module, pattern.lanes)
+    body = Lines()
+    binds, rows, results = _bind_step(r, step, layout, seqs, bufs, rest)
+    if pattern.kind == "batched":
+        if pattern.lanes > 1:
+            body("lane = cuda.threadIdx.x")
+            body("t = cuda.blockIdx.x")
+        else:
+            body("lane = 0")
+            body("t = cuda.grid(1)")
+            body("if t >= n_steps:")
+            body("    return")
+        _step_body(r, body, step, layout, bufs, binds, rows, results)
+    else:
+        body("lane = cuda.threadIdx.x")
+        body("n_run = n_steps")
+        body("for t in range(n_steps):")
+        body.indent()
+        _step_body(r, body, step, layout, bufs, binds, rows, results)
+        if layout.until:
+            body(f"if {r.name(results[-1])}:")
+            body("    n_run = t + 1")
+            body("    break")
+        body.dedent()
+        body("if lane == 0:")
+        body("    n_run_out[0] = n_run")
+    _finish(module, r, KERNEL_TEMPLATE, name, params, body)
+    return name
+
+
+def _render_elementwise(module, name, step, layout, pattern, params):
+    seqs, bufs, rest, rng = _signature(layout)
+    shape = pattern.shape
+    index = [f"k{d}" for d in range(len(shape))]
+    r = ElementwiseRenderer(module, shape, index)
+    body = Lines()
+    body("f = cuda.grid(1)")
+    body(f"if f >= {pattern.size}:")
+    body("    return")
+    for i, expr in zip(index, r._unravel("f", shape)):
+        body(f"{i} = {expr}")
+    at = _idx(index)
+    binds, rows, results = _bind_step(r, step, layout, seqs, bufs, rest)
+    r.alias.clear()                              # results are registers, stored below
+    # fed-back outputs with the single tap -1 live in a register across steps (their first
+    # row is 0 in both buffer layouts); a last-step-only map output too
+    carried = {}
+    state_vars = iter(step.inputs[layout.n_seq_args:layout.n_seq_args + layout.n_state_args])
+    for j, o in enumerate(layout.outs):
+        tap_vars = [next(state_vars) for _ in o.taps]
+        if o.taps == (-1,):
+            carried[j] = f"carry{j}"
+            body(f"carry{j} = {bufs[j]}[0, {at}]")
+            r.names[tap_vars[0].id] = carried[j]
+            r.scalars.add(tap_vars[0].id)
+        elif not o.taps and o.keep == "last":
+            carried[j] = f"last{j}"
+            body(f"last{j} = {literal_src(0, step.outputs[j].dtype)}")
+    body("for t in range(n_steps):")
+    body.indent()
+    for v, expr in binds:
+        if v.id not in r.scalars:
+            body(f"{r.name(v)} = {expr}")
+    r.body(body, step.eqns, results)
+    new = []
+    for j, v in enumerate(results):
+        value = r.read(v)
+        nv = f"new{j}"
+        body(f"{nv} = {value}")
+        new.append(nv)
+    for j, (o, row) in enumerate(zip(layout.outs, rows)):
+        if o.keep == "all":
+            body(f"{bufs[j]}[{row}, {at}] = {new[j]}")
+        elif not o.taps and j not in carried:
+            body(f"{bufs[j]}[0, {at}] = {new[j]}")
+        elif o.taps and j not in carried:
+            body(f"{bufs[j]}[{row}, {at}] = {new[j]}")
+    for j, c in carried.items():
+        body(f"{c} = {new[j]}")
+    body.dedent()
+    for j, c in carried.items():
+        o = layout.outs[j]
+        if o.keep == "last":
+            row = f"(n_steps - 1 + {o.L}) % {o.rows}" if o.taps else "0"
+            body("if n_steps > 0:")
+            body(f"    {bufs[j]}[{row}, {at}] = {c}")
+    body("if f == 0:")
+    body("    n_run_out[0] = n_steps")
+    _finish(module, r, KERNEL_TEMPLATE, name, params, body)
+    return name
+

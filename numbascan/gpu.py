@@ -1,0 +1,170 @@
+"""Stage: driver for CUDA — move arrays to the device, launch one kernel, return results.
+
+`scan_cuda` is the CUDA twin of `driver.scan_cpu`: the same traced step, layout and buffer
+rows, with the buffers allocated on the device and the loop run by one kernel launch
+(`codegen.cuda`). NumPy inputs are copied to the device and results copied back; when any
+input is already a device array (numba's, or anything with `__cuda_array_interface__`), the
+results stay on the device as numba device arrays.
+
+numba.cuda is imported on first use, so importing numbascan never needs it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .api import ScanArgs, _is_device_array
+from .codegen.cpu import program_hash
+from .shared import Shared, Updates
+from .trace import TracingError
+
+_KERNELS: dict[str, object] = {}
+
+
+class CudaUnavailable(RuntimeError):
+    pass
+
+
+def cuda_module():
+    """numba.cuda, or a clear error saying what is missing."""
+    try:
+        from numba import cuda
+    except ImportError as err:        # pragma: no cover - numba without its CUDA target
+        raise CudaUnavailable(
+            "mode='cuda' needs numba-cuda: pip install 'numbascan[cuda]'") from err
+    if not cuda.is_available():
+        raise CudaUnavailable(
+            "mode='cuda' found no usable GPU (numba.cuda.is_available() is False); install "
+            "numba-cuda ('pip install numbascan[cuda]') on a machine with an NVIDIA driver, or "
+            "set NUMBA_ENABLE_CUDASIM=1 to run kernels in numba's CUDA simulator")
+    return cuda
+
+
+def compile_kernel(step, layout, pattern):
+    from .codegen.cuda import Module, render_scan_kernel
+    from .codegen.source import load_module
+    key = program_hash(step.fingerprint(), layout, pattern)
+    kernel = _KERNELS.get(key)
+    if kernel is None:
+        module = Module()
+        name = render_scan_kernel(module, step, layout, pattern)
+        kernel = getattr(load_module(module.source(f"cuda kernel {name}")), name)
+        _KERNELS[key] = kernel
+    return kernel
+
+
+def kernel_source(step, layout, pattern) -> str:
+    from .codegen.cuda import Module, render_scan_kernel
+    module = Module()
+    name = render_scan_kernel(module, step, layout, pattern)
+    return module.source(f"cuda kernel {name}")
+
+
+def launch_config(pattern, n_steps):
+    """(blocks, threads) for a kernel of this pattern."""
+    from .codegen.cuda import THREADS_PER_BLOCK
+    if pattern.kind == "elementwise":
+        return max(1, -(-pattern.size // THREADS_PER_BLOCK)), THREADS_PER_BLOCK
+    if pattern.kind == "batched":
+        if pattern.lanes > 1:
+            return max(1, n_steps), pattern.lanes
+        return max(1, -(-n_steps // THREADS_PER_BLOCK)), THREADS_PER_BLOCK
+    return 1, pattern.lanes
+
+
+def to_device(cuda, x):
+    """A device array for `x`: device arrays as they are, host values copied."""
+    if isinstance(x, Shared):
+        x = x.get_value(borrow=True)
+    if _is_device_array(x):
+        return x if cuda.is_cuda_array(x) and hasattr(x, "copy_to_host") else \
+            cuda.as_cuda_array(x)
+    arr = np.ascontiguousarray(x)
+    if arr.ndim == 0:
+        return arr[()]
+    return cuda.to_device(arr)
+
+
+def _copy_rows(cuda, dst, init, shape):
+    """dst (a device buffer's leading rows) = init (host or device) reshaped to `shape`."""
+    if _is_device_array(init):
+        src = to_device(cuda, init)
+        if tuple(src.shape) != tuple(shape):
+            src = src.reshape(shape)
+        dst.copy_to_device(src)
+    else:
+        dst.copy_to_device(np.ascontiguousarray(np.asarray(init, dtype=dst.dtype).reshape(shape)))
+
+
+def state_buffers(cuda, ts, sa, n):
+    bufs = []
+    fed = iter(i for i in sa.inits if i is not None)
+    shared_inits = iter(k.get_value(borrow=True) for k in ts.shared_states)
+    avals = list(ts.out_avals) + [(k.dtype, k.shape) for k in ts.shared_states]
+    for j, (o, (dtype, shape)) in enumerate(zip(ts.layout.outs, avals)):
+        rows = o.rows if o.rows is not None else o.L + n
+        buf = cuda.device_array((rows,) + tuple(shape), dtype)
+        if o.taps:
+            init = next(fed) if j < ts.n_outputs else next(shared_inits)
+            _copy_rows(cuda, buf[0:o.L], init, (o.L,) + tuple(shape))
+        bufs.append(buf)
+    return bufs
+
+
+def _row(buf, k):
+    view = buf[k:k + 1]
+    return view.reshape(view.shape[1:]) if len(view.shape) > 1 else view
+
+
+def results(ts, bufs, n_run, on_host):
+    def finish(x, scalar=False):
+        if not on_host:
+            return x
+        host = x.copy_to_host()
+        return host.reshape(()) if scalar else host
+    outs = []
+    for o, buf in zip(ts.layout.outs[:ts.n_outputs], bufs):
+        if o.keep == "last":
+            k = (n_run - 1 + o.L) % o.rows if o.taps else 0
+            outs.append(finish(_row(buf, k), scalar=len(buf.shape) == 1))
+        else:
+            outs.append(finish(buf[o.L:o.L + n_run]))
+    updates = Updates()
+    for k, o, buf in zip(ts.shared_states, ts.layout.outs[ts.n_outputs:], bufs[ts.n_outputs:]):
+        row = _row(buf, (n_run - 1 + o.L) % o.rows)
+        updates[k] = row.copy_to_host().reshape(k.shape)
+    return outs, updates
+
+
+def scan_cuda(sa: ScanArgs, batched=False):
+    """Run an eager scan as one kernel launch; -> (outputs, updates, n_run)."""
+    from .codegen.cuda import choose_pattern
+    from .driver import traced_scan
+    cuda = cuda_module()
+    try:
+        ts, _, captures = traced_scan(sa, compile=False)
+    except TracingError as err:
+        raise TracingError(f"mode='cuda' needs a step numbascan can trace: {err}") from err
+    sa.has_until = ts.layout.until
+    n = sa.n_steps
+    if ts.layout.keep_last_map_empty(n):
+        raise ValueError("reduce/foldl with n_steps=0 has no last step for a map output")
+    pattern = choose_pattern(ts.ir, ts.layout, batched=batched)
+    kernel = compile_kernel(ts.ir, ts.layout, pattern)
+    inputs = list(sa.seqs) + [i for i in sa.inits if i is not None] + list(sa.nonseqs)
+    on_host = not any(_is_device_array(x) for x in inputs)
+    bufs = state_buffers(cuda, ts, sa, n)
+    n_run_out = cuda.device_array(1, np.int64)
+    args = ([to_device(cuda, s) for s in sa.seqs] + bufs +
+            [to_device(cuda, v) for v in sa.nonseqs] + [to_device(cuda, c) for c in captures])
+    for s in ts.streams:
+        args += [np.uint64(s.key), np.uint64(s.counter % 2**64)]
+    if n > 0:
+        blocks, threads = launch_config(pattern, n)
+        kernel[blocks, threads](n, *args, n_run_out)
+        n_run = int(n_run_out.copy_to_host()[0]) if ts.layout.until else n
+    else:
+        n_run = 0
+    for s, (_, per_step) in zip(ts.streams, ts.layout.rng):
+        s.counter += n * per_step
+    return (*results(ts, bufs, n_run, on_host), n_run)
