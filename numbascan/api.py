@@ -76,7 +76,10 @@ def _value(x, what):
 
 
 def _is_device_array(x):
-    return hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray)
+    """A CUDA array: numba's device arrays (also the CUDA simulator's), or anything with
+    `__cuda_array_interface__` (CuPy, PyTorch...)."""
+    return not isinstance(x, np.ndarray) and (hasattr(x, "__cuda_array_interface__") or
+                                              hasattr(x, "copy_to_host"))
 
 
 def _taps(raw, what, default):
@@ -107,6 +110,8 @@ class ScanArgs:
     return_list: bool
     checkpoint: object
     keep_last: bool = False
+    parallel: bool = False     # steps independent of each other (ns.vmap's map)
+    mode: str = None           # as asked for; recorded on scan equations of traced programs
     state_avals: list = field(default_factory=list)   # per fed-back output: (dtype, step shape)
     has_until: bool = False                            # found out when the step runs or is traced
 
@@ -118,6 +123,7 @@ class ScanArgs:
                       for s, sl in zip(self.seqs, self.seq_layouts)),
                 tuple(None if i is None else aval(i) for i in self.inits), tuple(self.out_taps),
                 tuple(aval(v) for v in self.nonseqs), self.go_backwards, self.keep_last,
+                self.parallel,
                 self.strict, self.name)
 
     def arg_avals(self):
@@ -363,7 +369,7 @@ def trace_step(sa: ScanArgs) -> TracedStep:
         seqs=tuple(sa.seq_layouts), outs=outs, n_outputs=len(out_tracers),
         n_nonseqs=len(sa.nonseqs), n_captures=len(captures),
         rng=tuple((0, tr.rng_used[s]) for s in streams), until=cond is not None,
-        go_backwards=sa.go_backwards)
+        go_backwards=sa.go_backwards, parallel=sa.parallel)
     if sa.keep_last:
         layout = layout.keep_last(range(len(outs)))
     return TracedStep(ir, layout, shared_states, shared_reads, captures, streams,
@@ -603,11 +609,13 @@ def trace_with_until_trips(trace_fn, eager_fn, args):
 
 def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None,
          truncate_gradient=-1, go_backwards=False, mode=None, name=None, strict=False,
-         return_list=False, checkpoint=None, _keep_last=False):
+         return_list=False, checkpoint=None, _keep_last=False, _parallel=False):
     """Theano's scan: run `fn` over sequences, feeding back outputs. See docs/guide.md."""
     sa = normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_gradient,
                    go_backwards, name, strict, return_list, checkpoint)
     sa.keep_last = _keep_last
+    sa.parallel = _parallel
+    sa.mode = mode
     traced = current_trace() is not None or any(
         isinstance(x, Tracer) for x in sa.seqs + sa.nonseqs + [i for i in sa.inits
                                                                 if i is not None])
@@ -615,7 +623,7 @@ def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None
         from .scanprim import bind_scan
         outs, updates = bind_scan(sa)
     else:
-        mode = resolve_mode(mode)
+        mode = resolve_mode(mode if mode is not None or not _parallel else _batch_mode(sa))
         if mode == "python":
             outs, updates, n_run = scan_python(sa)
         elif mode == "cpu":
@@ -623,12 +631,26 @@ def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None
             outs, updates, n_run = scan_cpu(sa)
         else:
             from .gpu import scan_cuda
-            outs, updates, n_run = scan_cuda(sa)
+            outs, updates, n_run = scan_cuda(sa, batched=sa.parallel)
         if UNTIL_TRIPS.recording is not None and _returns_until(sa):
             UNTIL_TRIPS.recording.append(n_run)
     if len(outs) == 1 and not return_list:
         return outs[0], updates
     return list(outs), updates
+
+
+def _batch_mode(sa):
+    """The mode of ns.vmap's map: cuda when its inputs live on a GPU or a scan inside asks
+    for it, else the default."""
+    if any(_is_device_array(x) for x in sa.seqs + sa.nonseqs):
+        return "cuda"
+    from .driver import traced_scan
+    from .scanprim import asks_for_cuda
+    try:
+        ts = traced_scan(sa, compile=False)[0]
+    except TracingError:
+        return None
+    return "cuda" if asks_for_cuda(ts.ir) else None
 
 
 def map(fn, sequences, non_sequences=None, go_backwards=False, mode=None, name=None):

@@ -77,12 +77,11 @@ def to_device(cuda, x):
     if isinstance(x, Shared):
         x = x.get_value(borrow=True)
     if _is_device_array(x):
-        return x if cuda.is_cuda_array(x) and hasattr(x, "copy_to_host") else \
-            cuda.as_cuda_array(x)
-    arr = np.ascontiguousarray(x)
-    if arr.ndim == 0:
+        return x if hasattr(x, "copy_to_host") else cuda.as_cuda_array(x)
+    arr = np.asarray(x)
+    if arr.ndim == 0:                     # a scalar argument (ascontiguousarray makes it 1-d)
         return arr[()]
-    return cuda.to_device(arr)
+    return cuda.to_device(np.ascontiguousarray(arr))
 
 
 def _copy_rows(cuda, dst, init, shape):
@@ -168,3 +167,59 @@ def scan_cuda(sa: ScanArgs, batched=False):
     for s, (_, per_step) in zip(ts.streams, ts.layout.rng):
         s.counter += n * per_step
     return (*results(ts, bufs, n_run, on_host), n_run)
+
+
+def scan_equation(*args, step, layout, n_steps, **_):
+    """A scan equation of a traced program, run as one kernel (its inputs in the order of
+    `scanprim`); its outputs stay on the device for the next scan that reads them."""
+    from .codegen.cuda import choose_pattern
+    cuda = cuda_module()
+    ns, nr = len(layout.seqs), 2 * len(layout.rng)
+    n_fed = sum(1 for o in layout.outs if o.taps)
+    seqs, inits = args[:ns], args[ns:ns + n_fed]
+    rest, rng = args[ns + n_fed:len(args) - nr], args[len(args) - nr:]
+    pattern = choose_pattern(step, layout, batched=layout.parallel)
+    kernel = compile_kernel(step, layout, pattern)
+    bufs, fed = [], iter(inits)
+    for o, v in zip(layout.outs, step.outputs):
+        rows = o.rows if o.rows is not None else o.L + n_steps
+        buf = cuda.device_array((rows,) + tuple(v.shape), v.dtype)
+        if o.taps:
+            _copy_rows(cuda, buf[0:o.L], next(fed), (o.L,) + tuple(v.shape))
+        bufs.append(buf)
+    n_run_out = cuda.device_array(1, np.int64)
+    call = ([to_device(cuda, s) for s in seqs] + bufs + [to_device(cuda, r) for r in rest] +
+            [np.uint64(r) for r in rng])
+    if n_steps > 0:
+        blocks, threads = launch_config(pattern, n_steps)
+        kernel[blocks, threads](n_steps, *call, n_run_out)
+    outs = []
+    for o, buf in zip(layout.outs, bufs):
+        if o.keep == "last":
+            k = (n_steps - 1 + o.L) % o.rows if o.taps else 0
+            outs.append(_row(buf, k) if len(buf.shape) > 1 else buf[k:k + 1].copy_to_host()[0])
+        else:
+            outs.append(buf[o.L:o.L + n_steps])
+    return tuple(outs)
+
+
+def _on_host(impl):
+    def run(*args, **params):
+        return impl(*[a.copy_to_host() if _is_device_array(a) else a for a in args], **params)
+    return run
+
+
+class _HostImpls(dict):
+    """Primitive implementations for a program whose scans run on CUDA: scans launch kernels,
+    every other primitive gets its device-array inputs copied to the host first."""
+    def get(self, prim, default=None):
+        from .primitives import TABLE
+        return scan_equation if prim == "scan" else _on_host(TABLE[prim].impl)
+
+
+def program_impls():
+    return _HostImpls()
+
+
+def to_host(x):
+    return x.copy_to_host() if _is_device_array(x) else x

@@ -129,7 +129,8 @@ def format_ir(ir: IR, canonical=False, indent="") -> str:
 
 
 def eval_ir(ir: IR, args, impls=None):
-    """Run `ir` on NumPy values with each primitive's NumPy implementation."""
+    """Run `ir` on NumPy values with each primitive's NumPy implementation (or the one in
+    `impls`, by primitive name)."""
     from . import primitives
 
     env: dict[int, Any] = {}
@@ -140,7 +141,9 @@ def eval_ir(ir: IR, args, impls=None):
     for v, a in zip(ir.inputs, args):
         env[v.id] = a
     for e in ir.eqns:
-        outs = primitives.TABLE[e.prim].impl(*[read(v) for v in e.inputs], **e.p)
+        impl = impls.get(e.prim) if impls else None
+        impl = impl or primitives.TABLE[e.prim].impl
+        outs = impl(*[read(v) for v in e.inputs], **e.p)
         if not isinstance(outs, tuple):          # multi-output primitives return tuples
             outs = (outs,)
         for v, o in zip(e.outputs, outs):

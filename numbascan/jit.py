@@ -2,7 +2,8 @@
 
 A call traces the function on tracers of its array arguments (Python scalars are static: part
 of the signature, passed through unchanged), runs the IR passes, renders the program with
-`codegen.cpu` and calls it. Arrays the function reads from its closure or globals are inputs
+`codegen.cpu` and calls it (a program with scans asked to run on CUDA instead runs each scan as
+a kernel and the NumPy glue between them on the host, see `gpu.program_impls`). Arrays the function reads from its closure or globals are inputs
 read at each call. Called inside another trace (a step, a derivative), a jit function is simply
 inlined into that trace. `ns.show` prints the traced program and its generated source.
 """
@@ -17,6 +18,7 @@ from .api import (_MODE_OVERRIDE, normalize, resolve_mode, trace_step,
                   trace_with_until_trips)
 from .ir import IR, dead_code_elimination
 from .passes import keep_only_last_steps
+from .scanprim import asks_for_cuda
 from .shared import Shared
 from .trace import Trace, Tracer, TracingError, current_trace, with_traced_captures
 from .tracecache import capture_readers, function_key, read_captures
@@ -102,7 +104,7 @@ def traced_program(fn, values, interpret=False, eager=None):
                 return hit[0], hit[1], captures
     prog, data_dependent = trace_with_until_trips(lambda: trace_program(fn, values),
                                                   eager or fn, values)
-    compiled = None if interpret else compile_main(prog.ir)
+    compiled = None if interpret or asks_for_cuda(prog.ir) else compile_main(prog.ir)
     readers = capture_readers(prog.captures, arrays, prog.created) if key is not None else None
     if readers is not None and not data_dependent:
         avals = [None if isinstance(c, Shared) else (np.asarray(c).dtype, np.shape(c))
@@ -129,6 +131,9 @@ def run_traced(fn, args, interpret=False, eager=None):
         call_args += [np.uint64(s.key), np.uint64(s.counter % 2**64)]
     if interpret:
         outs = eval_ir(prog.ir, call_args)
+    elif compiled is None:                  # scans on CUDA, glue between them in NumPy
+        from .gpu import program_impls, to_host
+        outs = [to_host(o) for o in eval_ir(prog.ir, call_args, impls=program_impls())]
     else:
         outs = call_compiled(compiled, *call_args)
     for s, used in zip(prog.streams, prog.rng_used):

@@ -66,6 +66,7 @@ class Layout:
     rng: tuple = ()           # (offset, counters per step) per random stream
     until: bool = False
     go_backwards: bool = False
+    parallel: bool = False    # no fed-back outputs, no until: steps may run at the same time
 
     @property
     def n_seq_args(self):

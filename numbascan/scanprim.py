@@ -76,6 +76,12 @@ def _impl(*args, step, layout, n_steps, **_):
 primitives._def("scan", "special", _impl, abstract=_abstract)
 
 
+def asks_for_cuda(ir: IR) -> bool:
+    """Whether a scan of this program (or of a step inside it) was asked to run on CUDA."""
+    return any(e.prim == "scan" and (e.p.get("mode") == "cuda" or asks_for_cuda(e.p["step"]))
+               for e in ir.eqns)
+
+
 def _fixed_trip_count(ts):
     """A scan with ns.until inside a traced program runs the number of steps its eager run took
     (api.UNTIL_TRIPS); inside another scan's step that number is not static: an error."""
@@ -109,7 +115,8 @@ def bind_scan(sa: ScanArgs):
     layout = replace(ts.layout, rng=tuple(rng_layout))
     inputs = (list(sa.seqs) + [i for i in sa.inits if i is not None] + list(ts.shared_states) +
               list(sa.nonseqs) + list(ts.captures) + rng_inputs)
+    device = {"mode": "cuda"} if sa.mode == "cuda" else {}
     outs = outer.bind("scan", inputs, step=ts.ir, layout=layout, n_steps=n_steps,
-                      truncate=sa.truncate_gradient, checkpoint=sa.checkpoint)
+                      truncate=sa.truncate_gradient, checkpoint=sa.checkpoint, **device)
     updates = Updates(zip(ts.shared_states, outs[ts.n_outputs:]))
     return outs[:ts.n_outputs], updates

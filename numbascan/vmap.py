@@ -1,0 +1,127 @@
+"""Stage: batching — `ns.vmap` as a parallel map over a leading batch axis.
+
+`vmap(f)(*args)` moves each batched argument's batch axis to the front and runs `f` on one
+batch element per step of a map (`ns.map`) whose steps are marked independent
+(`Layout.parallel`). The map's step is `f` traced once, scans inside it included, so the whole
+of `f` runs per batch element inside one compiled loop: `prange` across cores on the CPU, one
+thread (or one block, for larger states) per batch element in one CUDA kernel. Being a scan,
+the map composes with `ns.jit` and with derivatives.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .api import _is_device_array, scan
+from .trace import Tracer
+
+
+def _is_array(x):
+    return isinstance(x, (np.ndarray, Tracer)) or _is_device_array(x)
+
+
+def _per_argument(axes, n, what):
+    if isinstance(axes, (list, tuple)):
+        if len(axes) != n:
+            raise ValueError(f"vmap: {what}: expected one entry per argument ({n}), found "
+                             f"{len(axes)}")
+        return list(axes)
+    return [axes] * n
+
+
+def _check_axis(axis, ndim, what):
+    if axis is None:
+        return None
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"vmap: {what}: expected an int or None, found {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"vmap: {what}: axis {axis} is out of range for an array with "
+                         f"{ndim} dimensions")
+    return int(axis) % ndim
+
+
+def _move_axis(x, source, destination):
+    if source == destination:
+        return x
+    if isinstance(x, Tracer):
+        order = [a for a in range(x.ndim) if a != source]
+        order.insert(destination, source)
+        return np.transpose(x, order)
+    if _is_device_array(x):
+        raise ValueError("vmap: a device array can only be batched along axis 0")
+    return np.moveaxis(x, source, destination)
+
+
+def vmap(f, in_axes=0, out_axes=0):
+    """`f` mapped over an axis of its arguments (`in_axes`: an int, None for an argument that
+    is not batched, or one entry per argument); the results get the batch axis at `out_axes`.
+    """
+    if not callable(f):
+        raise TypeError(f"vmap: f: expected a callable, found {type(f).__name__}")
+
+    @functools.wraps(f)
+    def batched(*args):
+        axes = _per_argument(in_axes, len(args), "in_axes")
+        seqs, seq_pos, rest, rest_pos, static, sizes = [], [], [], [], [], {}
+        for i, (x, axis) in enumerate(zip(args, axes)):
+            if not _is_array(x) and (isinstance(x, (list, tuple)) or np.ndim(x) > 0):
+                x = np.asarray(x)
+            if axis is None:
+                if _is_array(x):
+                    rest.append(x)
+                    rest_pos.append(i)
+                else:
+                    static.append((i, x))
+                continue
+            if not _is_array(x) or x.ndim == 0:
+                raise ValueError(f"vmap: argument {i}: in_axes asks for axis {axis}, found a "
+                                 f"value without axes ({type(x).__name__})")
+            axis = _check_axis(axis, x.ndim, f"in_axes of argument {i}")
+            seqs.append(_move_axis(x, axis, 0))
+            seq_pos.append(i)
+            sizes[i] = x.shape[axis]
+        if not seqs:
+            raise ValueError("vmap: in_axes: expected at least one batched argument, found "
+                             f"none (in_axes={in_axes!r})")
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"vmap: the batched arguments have different sizes along their "
+                             f"in_axes: {', '.join(f'argument {i}: {n}' for i, n in sizes.items())}")
+        key = (id(getattr(f, "__code__", f)), tuple(seq_pos), tuple(rest_pos), len(args))
+        step = _batched_step(f, key, tuple(static))
+        outs, _ = scan(step, sequences=seqs, non_sequences=rest, return_list=True,
+                       name=getattr(f, "__name__", None), _parallel=True)
+        kind = _OUTPUT_KIND[key]
+        if out_axes is None or (isinstance(out_axes, (list, tuple)) and None in out_axes):
+            raise ValueError("vmap: out_axes: every output has the batch axis; expected ints, "
+                             f"found {out_axes!r}")
+        oaxes = _per_argument(out_axes, len(outs), "out_axes") if kind is not None else \
+            [out_axes[0] if isinstance(out_axes, (list, tuple)) else out_axes]
+        moved = [_move_axis(o, 0, _check_axis(ax, o.ndim, "out_axes"))
+                 for o, ax in zip(outs, oaxes)]
+        return moved[0] if kind is None else kind(moved)
+
+    return batched
+
+
+# what f returned (None: one array; tuple or list), recorded when its step is traced: a step
+# taken from the trace cache has the same code and arguments, hence the same kind
+_OUTPUT_KIND: dict = {}
+
+
+def _batched_step(f, key, static):
+    """The map's step: one batch element's arguments back in `f`'s order."""
+    _, seq_pos, rest_pos, n_args = key
+
+    def step(*values):
+        call = [None] * n_args
+        for i, v in zip(seq_pos + rest_pos, values):
+            call[i] = v
+        for i, v in static:
+            call[i] = v
+        out = f(*call)
+        many = isinstance(out, (tuple, list))
+        _OUTPUT_KIND[key] = type(out) if many else None
+        return list(out) if many else out
+    return step
