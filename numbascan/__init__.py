@@ -19,7 +19,8 @@ from .random import RandomStreams                                  # noqa: E402
 from .shared import Shared, Updates, shared                        # noqa: E402
 from .trace import TracingError                                    # noqa: E402
 from .vmap import vmap                                             # noqa: E402
+from .gpu import CudaUnavailable                                   # noqa: E402
 
 __all__ = ["scan", "map", "reduce", "foldl", "foldr", "until", "shared", "Shared", "Updates",
            "RandomStreams", "jit", "show", "TracingError", "grad", "value_and_grad", "jvp", "vjp",
-           "jacobian", "jacfwd", "jacrev", "hessian", "DerivativeError", "vmap"]
+           "jacobian", "jacfwd", "jacrev", "hessian", "DerivativeError", "vmap", "CudaUnavailable"]

@@ -623,6 +623,9 @@ def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None
         from .scanprim import bind_scan
         outs, updates = bind_scan(sa)
     else:
+        if mode is None and any(_is_device_array(x) for x in
+                                sa.seqs + sa.nonseqs + [i for i in sa.inits if i is not None]):
+            mode = "cuda"                    # arrays on a GPU: run there
         mode = resolve_mode(mode if mode is not None or not _parallel else _batch_mode(sa))
         if mode == "python":
             outs, updates, n_run = scan_python(sa)

@@ -11,7 +11,11 @@ numba.cuda is imported on first use, so importing numbascan never needs it.
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import replace
+
 import numpy as np
+from numba.core.errors import NumbaPerformanceWarning
 
 from .api import ScanArgs, _is_device_array
 from .codegen.cpu import program_hash
@@ -41,13 +45,22 @@ def cuda_module():
 
 
 def compile_kernel(step, layout, pattern):
-    from .codegen.cuda import Module, render_scan_kernel
+    from .codegen.cuda import Module, SharedMemoryExceeded, render_scan_kernel
     from .codegen.source import load_module
     key = program_hash(step.fingerprint(), layout, pattern)
     kernel = _KERNELS.get(key)
     if kernel is None:
         module = Module()
-        name = render_scan_kernel(module, step, layout, pattern)
+        try:
+            name = render_scan_kernel(module, step, layout, pattern)
+        except SharedMemoryExceeded as err:
+            # documented fallback: one thread per step, its temporaries in local memory
+            unit = "batch element" if pattern.kind == "batched" else "scan"
+            warnings.warn(f"{err}: it runs in one thread per {unit}, its temporaries in local "
+                          f"memory, which is slow; mode='cpu' may be faster",
+                          NumbaPerformanceWarning, stacklevel=4)
+            module = Module()
+            name = render_scan_kernel(module, step, layout, replace(pattern, lanes=1))
         kernel = getattr(load_module(module.source(f"cuda kernel {name}")), name)
         _KERNELS[key] = kernel
     return kernel
@@ -143,7 +156,8 @@ def scan_cuda(sa: ScanArgs, batched=False):
     try:
         ts, _, captures = traced_scan(sa, compile=False)
     except TracingError as err:
-        raise TracingError(f"mode='cuda' needs a step numbascan can trace: {err}") from err
+        err.add_context("mode='cuda' (kernels are made from traced steps only)")
+        raise
     sa.has_until = ts.layout.until
     n = sa.n_steps
     if ts.layout.keep_last_map_empty(n):

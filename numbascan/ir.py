@@ -141,7 +141,7 @@ def eval_ir(ir: IR, args, impls=None):
     for v, a in zip(ir.inputs, args):
         env[v.id] = a
     for e in ir.eqns:
-        impl = impls.get(e.prim) if impls else None
+        impl = impls.get(e.prim) if impls is not None else None
         impl = impl or primitives.TABLE[e.prim].impl
         outs = impl(*[read(v) for v in e.inputs], **e.p)
         if not isinstance(outs, tuple):          # multi-output primitives return tuples

@@ -393,8 +393,12 @@ def test_step_failing_midway_leaves_inputs_untouched(mode):
     np.testing.assert_array_equal(x0, np.ones(2))
 
 
-def test_cuda_mode_is_a_clear_error_in_this_version():
+def test_cuda_mode_needs_a_traceable_step():
     x = np.arange(3.0)
-    with pytest.raises(NotImplementedError, match="mode='cuda'"):
-        ns.scan(lambda v: v * 2, sequences=x, mode="cuda")
+
+    def step(v):
+        return np.linalg.norm(np.atleast_1d(v)) * np.ones(())
+
+    with pytest.raises(ns.TracingError, match="mode='cuda'"):
+        ns.scan(step, sequences=x, mode="cuda")
     np.testing.assert_array_equal(x, np.arange(3.0))

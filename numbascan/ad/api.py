@@ -133,6 +133,7 @@ def jvp(f, primals, tangents):
                              f"shape {np.shape(p)}")
     _check_differentiable(primals, range(len(primals)), "primals")
     n = len(primals)
+    primals = _as_arrays(primals, range(n))
 
     def build(*args):
         ps, ts = list(args[:n]), list(args[n:])
@@ -150,6 +151,7 @@ def vjp(f, *primals):
     """Reverse mode: `(f(*primals), vjp_fn)`; `vjp_fn(cotangent)` returns one array per primal."""
     _check_differentiable(primals, range(len(primals)), "primals")
     n = len(primals)
+    primals = _as_arrays(primals, range(n))
     outputs = _run(lambda *a: f(*a), list(primals))
     out_leaves, out_spec = _flatten(outputs)
 

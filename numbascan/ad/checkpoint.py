@@ -20,7 +20,7 @@ from ..ir import IR
 from ..layout import OutLayout, SeqLayout
 from ..trace import Trace
 from .core import bind_like, replay
-from .scan import Parts, bind_scan_program, fed_outputs
+from .scan import Parts, bind_scan_program, device_params, fed_outputs
 
 
 def segment_length(checkpoint, n_steps):
@@ -94,7 +94,8 @@ def checkpointed_scan(e, ins, N):
         rng = list(it)
         inner = bind_scan_program(lambda *a: replay(step, a), blocks, layout.seqs, outs_all,
                                   inner_inits(wins), rest, rng,
-                                  [(0, per) for _, per in layout.rng], N, name="segment")
+                                  [(0, per) for _, per in layout.rng], N, name="segment",
+                                  params=device_params(e))
         new_wins = [np.concatenate([w, inner[o]])[N:N + layout.outs[o].L]
                     for w, o in zip(wins, fed)]
         return new_wins + [inner[o] for o in kept]
@@ -104,7 +105,7 @@ def checkpointed_scan(e, ins, N):
         [SeqLayout((0,))] * len(P.seqs),
         [OutLayout((-1,), "all")] * len(fed) + [OutLayout(())] * len(kept),
         windows, P.rest, P.rng, [(off, N * per) for off, per in layout.rng], S,
-        name="checkpoint segments", params={"remat": True})
+        name="checkpoint segments", params={"remat": True, **device_params(e)})
     final = [w[S - 1] for w in seg[:len(fed)]]
     seg_out = {o: np.reshape(v, (S * N,) + tuple(v.shape[2:]))
                for o, v in zip(kept, seg[len(fed):])}
@@ -114,7 +115,8 @@ def checkpointed_scan(e, ins, N):
             lambda *a: replay(step, a),
             [eff[S * N:n + sl.m + sl.M] for eff, sl in zip(effs, layout.seqs)], layout.seqs,
             outs_all, inner_inits(final), P.rest, P.rng,
-            [(off + S * N * per, per) for off, per in layout.rng], r, name="checkpoint tail")
+            [(off + S * N * per, per) for off, per in layout.rng], r, name="checkpoint tail",
+            params=device_params(e))
     results = []
     for o, ol in enumerate(layout.outs):
         if ol.keep == "all":

@@ -82,6 +82,11 @@ def state_aval(init, taps):
     return (init.dtype, tuple(init.shape) if taps == (-1,) else tuple(init.shape[1:]))
 
 
+def device_params(e):
+    """The mode a derived scan inherits from the scan equation `e` it is derived from."""
+    return {"mode": "cuda"} if e.p.get("mode") == "cuda" else {}
+
+
 def bind_scan_program(step_fn, seqs, seq_layouts, out_layouts, inits, rest, rng, layout_rng,
                       n_steps, go_backwards=False, name="derivative step", params=None):
     """Trace `step_fn` (arguments in Layout order, rng pairs last) and bind it as a scan."""
@@ -155,7 +160,7 @@ def scan_jvp(e, ins, tins):
         step_fn, P.seqs + [T.seqs[j] for j in act_seqs],
         list(layout.seqs) + [layout.seqs[j] for j in act_seqs], out_layouts,
         P.inits + tinits, P.rest + [T.rest[i] for i in act_rest], P.rng, layout.rng, n,
-        layout.go_backwards, "jvp step")
+        layout.go_backwards, "jvp step", params=device_params(e))
     touts = [None] * n_out
     for k, o in enumerate(act_outs):
         touts[o] = new[n_out + k]

@@ -29,7 +29,7 @@ Generated functions (buffers as in `layout.py`, rows of `buf` exactly those of t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -96,12 +96,15 @@ CUDA_SCALAR = {
     "maximum": _nan_max, "minimum": _nan_min,
 }
 CUDA_SCALAR_FLOAT = {
-    "sign": "(({0} > 0) - ({0} < 0) + {0} * 0)",       # nan * 0 keeps NaN
-    "floor_divide": "math.floor({0} / {1})",
-    "remainder": "({0} - math.floor({0} / {1}) * {1})",
+    # x itself for 0, -0 and NaN (no bool arithmetic: NumPy scalars in the simulator refuse it)
+    "sign": "(1.0 if {0} > 0 else (-1.0 if {0} < 0 else {0}))",
+    # Python's float // and % (numba lowers them through fmod, as NumPy's divmod does):
+    # math.floor(a / b) rounds the quotient first (1.0 // 0.1 is 9.0, not 10.0)
+    "floor_divide": "({0} // {1})",
+    "remainder": "({0} % {1})",
 }
 CUDA_SCALAR_INT = {
-    "sign": "(({0} > 0) - ({0} < 0))",
+    "sign": "(1 if {0} > 0 else (-1 if {0} < 0 else 0))",
     "floor_divide": "({0} // {1})",
     "remainder": "({0} % {1})",
 }
@@ -109,7 +112,12 @@ CUDA_REDUCE = {"reduce_max": _nan_max, "reduce_min": _nan_min}
 RANDOM_DEVICE = {"uniform": "uniform_dev", "normal": "normal_dev", "binomial": "binomial_dev"}
 
 
+@dataclass
 class Module(CpuModule):
+    # shared memory each device function declares (with that of the nested scans it calls):
+    # it counts towards the block of every kernel that calls it
+    shared_bytes: dict = field(default_factory=dict)
+
     def source(self, title):
         return MODULE_TEMPLATE.format(title=title, functions="\n\n".join(self.functions.values()))
 
@@ -132,6 +140,7 @@ class CudaRenderer(Renderer):
         super().__init__(module)
         self.lanes = lanes
         self.declared_bytes = 0
+        self.devices: set[str] = set()        # device functions called (nested scans)
 
     # -- storage ------------------------------------------------------------------------------
     def declare(self, name, shape, dtype):
@@ -249,6 +258,9 @@ class CudaRenderer(Renderer):
     def r_scan(self, out, e):
         step, layout, n = e.p["step"], e.p["layout"], e.p["n_steps"]
         fname = render_scan_device(self.module, step, layout, self.lanes)
+        if fname not in self.devices:         # its shared arrays exist once per block
+            self.devices.add(fname)
+            self.declared_bytes += self.module.shared_bytes.get(fname, 0)
         ns = len(layout.seqs)
         seqs = [self.name(v) for v in e.inputs[:ns]]
         inits = iter(e.inputs[ns:])
@@ -347,9 +359,9 @@ def elementwise_shape(step: IR, layout: Layout):
 
 
 def step_elements(step: IR):
-    """The largest number of elements of any array the step reads or makes."""
-    sizes = [int(np.prod(v.shape)) for v in step.inputs]
-    sizes += [int(np.prod(v.shape)) for e in step.eqns for v in e.outputs]
+    """The largest number of elements of an array the step makes: the most work one equation
+    can share out among lanes (inputs such as a weight matrix are only read)."""
+    sizes = [int(np.prod(v.shape)) for e in step.eqns for v in e.outputs]
     for e in step.eqns:
         if e.prim == "scan":
             sizes.append(step_elements(e.p["step"]))
@@ -424,12 +436,15 @@ def _step_body(r: CudaRenderer, body: Lines, step, layout, bufs, binds, rows, re
     r.barrier(body)
 
 
+class SharedMemoryExceeded(ValueError):
+    pass
+
+
 def _finish(module: Module, r: CudaRenderer, template, name, params, body: Lines):
     if r.declared_bytes > SHARED_BYTES and r.lanes > 1:
-        raise ValueError(
+        raise SharedMemoryExceeded(
             f"mode='cuda': this step needs {r.declared_bytes // 1024} KB of shared memory for "
-            f"its temporaries, more than the {SHARED_BYTES // 1024} KB one block has; run it "
-            f"with mode='cpu'")
+            f"its temporaries, more than the {SHARED_BYTES // 1024} KB one block has")
     text = r.alloc.text() + "\n" + body.text() if r.alloc.lines else body.text()
     module.functions[name] = template.format(name=name, params=", ".join(params), body=text)
 
@@ -455,6 +470,7 @@ def render_scan_device(module: Module, step: IR, layout: Layout, lanes: int) -> 
     body("return n_run")
     _finish(module, r, DEVICE_TEMPLATE, name, ["n_steps"] + seqs + bufs + rest + rng + ["lane"],
             body)
+    module.shared_bytes[name] = r.declared_bytes
     return name
 
 
