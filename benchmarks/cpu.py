@@ -1,7 +1,7 @@
-"""CPU benchmarks W1-W4, G1-G2: numbascan against jax, pytensor, hand-written numba and Python.
+"""CPU benchmarks: numbascan against jax, pytensor, hand-written numba and Python.
 
-    python benchmarks/cpu.py                 # every workload, full sizes
-    python benchmarks/cpu.py --only W1,W3    # a subset
+    python benchmarks/cpu.py                 # every workload, full sizes, and benchmarks/results.png
+    python benchmarks/cpu.py --only W1,W3    # a subset (--only M: every id starting with M)
     python benchmarks/cpu.py --quick         # small sizes: a smoke test of every peer
 
 Each workload is a ``Workload`` (see ``_harness.py``): an input builder plus one builder per peer.
@@ -9,14 +9,19 @@ W1-W4 are single recurrences described by a ``ScanProblem``, from which the jax,
 and numbascan peers are generated; the hand-written numba loop is written out for each. Other
 kinds of workload (gradients, compile time, call overhead) can be added to ``WORKLOADS`` with
 their own peer builders: G1 and G2 (reverse- and forward-mode derivatives of W1) do, and their times
-are also shown relative to the same peer's W1 forward pass.
+are also shown relative to the same peer's W1 forward pass. O1 times tiny cached calls in
+microseconds. Measurements made outside this process are ``Probe`` records in ``PROBES``: C1
+(a new process to its first W1 result, with empty and with warm caches) and M1, M2 (peak memory
+of one call, each in its own process).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
+import statistics
 import sys
 import warnings
 from typing import Any, Callable, Mapping
@@ -33,8 +38,9 @@ sys.path.insert(1, REPO_ROOT)  # benchmark the checkout's numbascan, installed o
 # the pytensor-cvm column then measures that configuration (see README.md).
 warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
 
-from _harness import (Skip, Workload, format_table, machine_info, run_workload,  # noqa: E402
-                      time_callable, write_json)
+from _harness import (Probe, Result, Skip, Workload, format_rows, machine_info,  # noqa: E402
+                      probe_rows, run_probe, run_workload, time_callable, time_per_call,
+                      workload_rows, write_chart, write_json)
 
 # Column order of the table; "python" is the reference every other peer is checked against.
 PEERS = ["jax", "pytensor-numba", "pytensor-cvm", "numba-hand", "python", "numbascan",
@@ -188,16 +194,19 @@ def _numbascan():
     return ns
 
 
-def _numbascan_call(ns, p: ScanProblem, seqs, init, nons, n, mode):
-    outputs_info = init if p.taps == (-1,) else [dict(initial=init, taps=list(p.taps))]
+def _numbascan_call(ns, step, taps, keep, seqs, init, nons, n, mode):
+    """One ``ns.scan`` (``ns.foldl`` for the last state of a scan over sequences). Takes the
+    problem's fields, not the ``ScanProblem``: a function traced by ``ns.jit`` that sees an
+    object of another kind by name is traced again at every call (numbascan's trace cache)."""
+    outputs_info = init if taps == (-1,) else [dict(initial=init, taps=list(taps))]
     sequences = None if not seqs else seqs[0] if len(seqs) == 1 else list(seqs)
-    if p.keep == "last" and sequences is not None:
-        last, _ = ns.foldl(p.step_np, sequences=sequences, outputs_info=outputs_info,
+    if keep == "last" and sequences is not None:
+        last, _ = ns.foldl(step, sequences=sequences, outputs_info=outputs_info,
                            non_sequences=list(nons), mode=mode)
         return last
-    out, _ = ns.scan(p.step_np, sequences=sequences, outputs_info=outputs_info,
+    out, _ = ns.scan(step, sequences=sequences, outputs_info=outputs_info,
                      non_sequences=list(nons), n_steps=n, mode=mode)
-    return out[-1] if p.keep == "last" else out
+    return out[-1] if keep == "last" else out
 
 
 def numbascan_peer(p: ScanProblem):
@@ -209,7 +218,8 @@ def numbascan_peer(p: ScanProblem):
         init = inp[p.init]
         nons = [inp[k] for k in p.non_sequences]
         n = inp[p.n_steps] if p.n_steps else None
-        return lambda: _numbascan_call(ns, p, seqs, init, nons, n, mode="cpu")
+        return lambda: _numbascan_call(ns, p.step_np, p.taps, p.keep, seqs, init, nons, n,
+                                       mode="cpu")
 
     return build
 
@@ -222,10 +232,11 @@ def numbascan_jit_peer(p: ScanProblem):
         if not hasattr(ns, "jit"):
             raise Skip("numbascan.jit is not available")
         n_seq, n = len(p.sequences), (inp[p.n_steps] if p.n_steps else None)
+        step, taps, keep = p.step_np, p.taps, p.keep
 
         def run(*arrays):
             seqs, init, nons = arrays[:n_seq], arrays[n_seq], arrays[n_seq + 1:]
-            return _numbascan_call(ns, p, seqs, init, nons, n, mode=None)
+            return _numbascan_call(ns, step, taps, keep, seqs, init, nons, n, mode=None)
 
         jitted = ns.jit(run)
         args = [*[inp[k] for k in p.sequences], inp[p.init], *[inp[k] for k in p.non_sequences]]
@@ -608,6 +619,473 @@ FORWARD_OF = {"G1": "W1", "G2": "W1"}
 
 
 # ============================================================================================
+# O1: the cost of a cached call, on W1's RNN at T=10, H=4. The numbascan peers call ns.scan as
+# a user would write it, with no helper between the call and the scan.
+
+
+def o1_numbascan(jit: bool):
+    """Eager ``ns.scan(rnn_step, ...)``, or a function calling it compiled with ``ns.jit``."""
+
+    def build(inp):
+        ns = _numbascan()
+        X, h0, W, U, b = (inp[k] for k in ("X", "h0", "W", "U", "b"))
+        if not jit:
+            return lambda: ns.scan(rnn_step, sequences=X, outputs_info=h0,
+                                   non_sequences=[W, U, b], mode="cpu")[0]
+
+        @ns.jit
+        def rnn_states(X, h0, W, U, b):
+            return ns.scan(rnn_step, sequences=X, outputs_info=h0, non_sequences=[W, U, b])[0]
+
+        return lambda: rnn_states(X, h0, W, U, b)
+
+    return build
+
+
+O1_PEERS = {**RNN_PEERS, "numbascan": o1_numbascan(jit=False),
+            "numbascan-jit": o1_numbascan(jit=True)}
+
+
+# ============================================================================================
+# C1: from a new process to the first W1 result, import and compile included.
+# Each peer runs in a child process whose script reads W1's inputs from a file and computes W1
+# once. Every cache a peer keeps on disk (numbascan's, numba's, PyTensor's) points into a fresh
+# temporary folder: the first child there is the cold start, later children the warm start.
+
+
+_CHILD_HEAD = """\
+import time
+_t0 = time.perf_counter()
+import numpy as np
+_inputs = np.load(INPUTS)
+X, h0, W, U, b = (_inputs[k] for k in ("X", "h0", "W", "U", "b"))
+"""
+_CHILD_TAIL = """\
+_t1 = time.perf_counter()
+np.save(RESULT, np.asarray(_out))
+print("FIRST_RESULT_S", _t1 - _t0)
+"""
+
+
+def _source(fn, decorator: str | None = None) -> str:
+    """``fn``'s source (a module-level function), its decorator replaced by ``decorator``."""
+    import inspect
+    import textwrap
+
+    lines = textwrap.dedent(inspect.getsource(getattr(fn, "py_func", fn))).splitlines()
+    body = "\n".join(line for line in lines if not line.startswith("@"))
+    return (f"@{decorator}\n" if decorator else "") + body + "\n"
+
+
+def _start_body(peer: str) -> str:
+    """The part of the child script that imports ``peer`` and computes W1 into ``_out``."""
+    scan_call = ("ns.scan(rnn_step, sequences=X, outputs_info=h0, non_sequences=[W, U, b], "
+                 "mode={mode})[0]")
+    pt_scan = """\
+import inspect
+import pytensor
+import pytensor.tensor as pt
+sym = [pt.dmatrix("X"), pt.dvector("h0"), pt.dmatrix("W"), pt.dmatrix("U"), pt.dvector("b")]
+kw = dict(sequences=[sym[0]], outputs_info=[sym[1]], non_sequences=sym[2:])
+step = lambda x_t, h, W, U, b: pt.tanh(h @ W + x_t @ U + b)
+if "return_updates" in inspect.signature(pytensor.scan).parameters:
+    hs = pytensor.scan(step, return_updates=False, **kw)
+else:
+    hs, _ = pytensor.scan(step, **kw)
+_out = pytensor.function(sym, hs, mode={mode!r})(X, h0, W, U, b)
+"""
+    bodies = {
+        "python": _source(rnn_numba).replace("rnn_numba", "rnn_loop")
+                  + "_out = rnn_loop(X, h0, W, U, b)\n",
+        "numba-hand": "import sys\nsys.path.insert(0, HAND_DIR)\nfrom rnn_hand import rnn_numba\n"
+                      "_out = rnn_numba(X, h0, W, U, b)\n",
+        "numbascan": "import numbascan as ns\n" + _source(rnn_step)
+                     + "_out = " + scan_call.format(mode='"cpu"') + "\n",
+        "numbascan-jit": "import numbascan as ns\n" + _source(rnn_step)
+                         + "run = ns.jit(lambda X, h0, W, U, b: "
+                         + scan_call.format(mode="None") + ")\n_out = run(X, h0, W, U, b)\n",
+        "jax": """\
+import jax
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp
+
+
+@jax.jit
+def run(X, h0, W, U, b):
+    def body(h, x_t):
+        h = jnp.tanh(h @ W + x_t @ U + b)
+        return h, h
+    return jax.lax.scan(body, h0, X)[1]
+
+
+_out = run(X, h0, W, U, b).block_until_ready()
+""",
+        "pytensor-numba": pt_scan.format(mode="NUMBA"),
+        "pytensor-cvm": pt_scan.format(mode="CVM"),
+    }
+    return bodies[peer]
+
+
+# The module each peer needs, to skip a peer that is not installed without starting a child.
+_START_MODULE = {"python": "numpy", "numba-hand": "numba", "numbascan": "numbascan",
+                 "numbascan-jit": "numbascan", "jax": "jax", "pytensor-numba": "pytensor",
+                 "pytensor-cvm": "pytensor"}
+
+
+def _cache_env(cache_dir: str) -> dict[str, str]:
+    """The environment of a child whose on-disk caches all live under ``cache_dir``."""
+    env = dict(os.environ)
+    env["NUMBASCAN_CACHE_DIR"] = os.path.join(cache_dir, "numbascan")
+    env["NUMBA_CACHE_DIR"] = os.path.join(cache_dir, "numba")
+    flags = env.get("PYTENSOR_FLAGS", "")
+    env["PYTENSOR_FLAGS"] = ",".join(
+        f for f in (flags, f"base_compiledir={os.path.join(cache_dir, 'pytensor')}") if f)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (REPO_ROOT, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _run_start_child(peer: str, cache_dir: str, work: str) -> tuple[float, float, np.ndarray]:
+    """One child: (seconds from its first line to W1's result, its wall time seen from here,
+    the result)."""
+    import subprocess
+    import time
+
+    script = os.path.join(work, f"start_{peer}.py")
+    result = os.path.join(work, f"result_{peer}.npy")
+    with open(script, "w") as f:
+        f.write(f"INPUTS = {os.path.join(work, 'inputs.npz')!r}\nRESULT = {result!r}\n"
+                f"HAND_DIR = {cache_dir!r}\n" + _CHILD_HEAD + _start_body(peer) + _CHILD_TAIL)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, script], env=_cache_env(cache_dir), cwd=work,
+                          capture_output=True, text=True, timeout=900)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        raise RuntimeError(f"child failed: {tail[0]}")
+    first = next(float(line.split()[1]) for line in proc.stdout.splitlines()
+                 if line.startswith("FIRST_RESULT_S"))
+    return first, wall, np.load(result)
+
+
+def start_peer(peer: str, cold_runs: tuple[int, int] = (2, 1), warm_runs: tuple[int, int] = (3, 2)):
+    """Measure function of C1 for ``peer``: ``cold_runs`` / ``warm_runs`` are (full, quick)
+    counts. Each cold run gets a fresh, empty cache folder; the warm runs reuse the last one."""
+
+    def measure(sizes, quick, log):
+        import importlib.util
+        import shutil
+        import tempfile
+
+        if importlib.util.find_spec(_START_MODULE[peer]) is None:
+            raise Skip(f"{_START_MODULE[peer]} is not installed")
+        n_cold, n_warm = (cold_runs[1], warm_runs[1]) if quick else (cold_runs[0], warm_runs[0])
+        work = tempfile.mkdtemp(prefix="numbascan-c1-")
+        try:
+            np.savez(os.path.join(work, "inputs.npz"),
+                     **rnn_inputs(sizes, np.random.default_rng(0)))
+            out: dict[str, tuple[Result, Any]] = {}
+            for row, runs in (("cold", n_cold), ("warm", n_warm)):
+                firsts, walls = [], []
+                for _ in range(runs):
+                    if row == "cold":
+                        cache_dir = tempfile.mkdtemp(prefix="cache-", dir=work)
+                        with open(os.path.join(cache_dir, "rnn_hand.py"), "w") as f:
+                            f.write("import numba\nimport numpy as np\n\n\n"
+                                    + _source(rnn_numba, "numba.njit(cache=True)"))
+                    first, wall, res = _run_start_child(peer, cache_dir, work)
+                    firsts.append(first)
+                    walls.append(wall)
+                note = (f"median of {runs}: {', '.join(f'{x:.2f}' for x in firsts)} s in the "
+                        f"child; {', '.join(f'{x:.2f}' for x in walls)} s wall from here")
+                out[row] = (Result("ok", statistics.median(firsts), runs, note), res)
+            return out
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    return measure
+
+
+START_PEERS = {peer: start_peer(peer) for peer in _START_MODULE}
+
+
+# ============================================================================================
+# M1, M2: peak memory of one call, for a large elementwise state
+#   x(t) = a * x(t-1) * (1 - x(t-1)) + s_t   (W4's step; s_t a scalar per step, a a vector)
+#   M1: every state kept (ns.scan) against the last state only (ns.foldl)
+#   M2: reverse mode, d sum(x(T)) / d a, with checkpoint=None against checkpoint="sqrt"
+# Each (row, peer) runs in a child process: build the inputs, call once (compiles at the
+# measured shapes), release freed memory to the system (malloc_trim), reset the peak resident
+# size (/proc/self/clear_refs), call again; the figure is the peak (VmHWM) minus the resident
+# size just before the second call. It counts NumPy's, numba's and XLA's allocations alike.
+
+
+def memory_inputs(sizes: Mapping[str, int], rng: np.random.Generator) -> dict:
+    T, N = sizes["T"], sizes["N"]
+    return {
+        "S": 1e-3 * rng.random(T),
+        "x0": rng.uniform(0.1, 0.9, N),
+        "a": rng.uniform(2.4, 2.6, N),  # fixed points near 0.6, slopes near -0.5: contracting
+    }
+
+
+def memory_expected(sizes: Mapping[str, int]) -> dict[str, float]:
+    """States that must be alive at once, times 8 bytes, in MB: every state; the previous and the
+    new state; one state per step on the tape; sqrt(T) checkpoints plus one segment's states."""
+    T, N = sizes["T"], sizes["N"]
+    K = math.isqrt(T)
+    state = 8 * N * 1e-6
+    return {"all states": T * state, "last state": 2 * state,
+            "checkpoint=None": T * state, "checkpoint=sqrt": (-(-T // K) + K) * state}
+
+
+@numba.njit
+def logistic_all_numba(S, x0, a):
+    out = np.empty((S.shape[0], x0.shape[0]))
+    x = x0
+    for t in range(S.shape[0]):
+        x = a * x * (1 - x) + S[t]
+        out[t] = x
+    return out
+
+
+MEM_ALL = dataclasses.replace(LOGISTIC, keep="all")
+MEMORY_FORWARD = {
+    "all states": scan_peers(MEM_ALL, hand_peer(logistic_all_numba, "S", "x0", "a")),
+    "last state": scan_peers(LOGISTIC, hand_peer(logistic_numba, "S", "x0", "a")),
+}
+
+
+def logistic_grad_a_python(S, x0, a):
+    """Backpropagation through time, the tape holding x(t-1) for every step."""
+    T = S.shape[0]
+    tape = np.empty((T, x0.shape[0]))
+    x = x0
+    for t in range(T):
+        tape[t] = x
+        x = a * x * (1 - x) + S[t]
+    ga = np.zeros_like(a)
+    gx = np.ones_like(x0)  # d sum(x(T)) / d x(t)
+    for t in range(T - 1, -1, -1):
+        x = tape[t]
+        ga += gx * x * (1 - x)
+        gx = gx * a * (1 - 2 * x)
+    return ga
+
+
+def logistic_grad_a_sqrt_python(S, x0, a):
+    """The same with checkpoints: x at the start of every segment of isqrt(T) steps is stored
+    in a forward pass, and each segment's states are recomputed during the backward pass."""
+    T = S.shape[0]
+    K = max(1, int(np.sqrt(T)))
+    n_seg = (T + K - 1) // K
+    starts = np.empty((n_seg, x0.shape[0]))
+    x = x0
+    for t in range(T):
+        if t % K == 0:
+            starts[t // K] = x
+        x = a * x * (1 - x) + S[t]
+    tape = np.empty((K, x0.shape[0]))
+    ga = np.zeros_like(a)
+    gx = np.ones_like(x0)
+    for j in range(n_seg - 1, -1, -1):
+        t0, t1 = j * K, min(T, (j + 1) * K)
+        x = starts[j]
+        for t in range(t0, t1):
+            tape[t - t0] = x
+            x = a * x * (1 - x) + S[t]
+        for t in range(t1 - 1, t0 - 1, -1):
+            x = tape[t - t0]
+            ga += gx * x * (1 - x)
+            gx = gx * a * (1 - 2 * x)
+    return ga
+
+
+logistic_grad_a_numba = numba.njit(logistic_grad_a_python)
+logistic_grad_a_sqrt_numba = numba.njit(logistic_grad_a_sqrt_python)
+
+
+def m2_numbascan(checkpoint, jit: bool):
+    """``ns.grad`` of ``sum(scan(...)[0][-1])`` w.r.t. a, eager or inside ``ns.jit``."""
+
+    def build(inp):
+        ns = _numbascan()
+
+        def loss(a, x0, S):
+            xs, _ = ns.scan(logistic_step, sequences=S, outputs_info=x0, non_sequences=a,
+                            checkpoint=checkpoint)
+            return np.sum(xs[-1])
+
+        grad_a = ns.grad(loss, 0)
+        if jit:
+            grad_a = ns.jit(grad_a)
+        args = [inp[k] for k in ("a", "x0", "S")]
+        return lambda: grad_a(*args)
+
+    return build
+
+
+def m2_jax(checkpoint):
+    """``jax.grad`` of ``lax.scan``; for "sqrt", an outer scan over segments of isqrt(T) steps
+    whose body (an inner scan) is wrapped in ``jax.checkpoint``."""
+
+    def build(inp):
+        jax, jnp = _jax()
+        T = inp["S"].shape[0]
+        K = math.isqrt(T)
+        if checkpoint == "sqrt" and T % K:
+            raise Skip(f"T={T} is not a multiple of isqrt(T)={K}")
+
+        def run(x0, S, a):
+            return jax.lax.scan(lambda x, s: (logistic_step(s, x, a), None), x0, S)[0]
+
+        def loss(a, x0, S):
+            if checkpoint == "sqrt":
+                seg = jax.checkpoint(lambda x, s: (run(x, s, a), None))
+                x = jax.lax.scan(seg, x0, S.reshape(T // K, K))[0]
+            else:
+                x = run(x0, S, a)
+            return jnp.sum(x)
+
+        grad_a = jax.jit(jax.grad(loss))
+        args = _jax_args(jax, inp, ("a", "x0", "S"))
+        return lambda: grad_a(*args).block_until_ready()
+
+    return build
+
+
+def m2_pytensor(mode: str):
+    def build(inp):
+        import inspect
+
+        import pytensor
+        import pytensor.tensor as pt
+
+        sym = {k: pt.tensor(name=k, dtype=inp[k].dtype, shape=(None,) * inp[k].ndim)
+               for k in ("S", "x0", "a")}
+        kwargs = dict(sequences=[sym["S"]], outputs_info=[sym["x0"]], non_sequences=[sym["a"]])
+        if "return_updates" in inspect.signature(pytensor.scan).parameters:
+            xs = pytensor.scan(logistic_step, return_updates=False, **kwargs)
+        else:
+            xs, _ = pytensor.scan(logistic_step, **kwargs)
+        g = pytensor.grad(xs[-1].sum(), sym["a"])
+        f = pytensor.function([sym[k] for k in ("S", "x0", "a")], g, mode=mode)
+        args = [inp[k] for k in ("S", "x0", "a")]
+        return lambda: f(*args)
+
+    return build
+
+
+def _no_checkpointing(inp):
+    raise Skip("pytensor.scan has no checkpointing")
+
+
+MEMORY_REVERSE = {
+    "checkpoint=None": {
+        "jax": m2_jax(None),
+        "pytensor-numba": m2_pytensor("NUMBA"),
+        "pytensor-cvm": m2_pytensor("CVM"),
+        "numba-hand": _np_call(logistic_grad_a_numba, "S", "x0", "a"),
+        "python": _np_call(logistic_grad_a_python, "S", "x0", "a"),
+        "numbascan": m2_numbascan(None, jit=False),
+        "numbascan-jit": m2_numbascan(None, jit=True),
+    },
+    "checkpoint=sqrt": {
+        "jax": m2_jax("sqrt"),
+        "pytensor-numba": _no_checkpointing,
+        "pytensor-cvm": _no_checkpointing,
+        "numba-hand": _np_call(logistic_grad_a_sqrt_numba, "S", "x0", "a"),
+        "python": _np_call(logistic_grad_a_sqrt_python, "S", "x0", "a"),
+        "numbascan": m2_numbascan("sqrt", jit=False),
+        "numbascan-jit": m2_numbascan("sqrt", jit=True),
+    },
+}
+MEMORY_BUILDERS = {**MEMORY_FORWARD, **MEMORY_REVERSE}
+
+
+def _memory_status() -> dict[str, int]:
+    """VmHWM and VmRSS of this process, in bytes."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmHWM", "VmRSS"):
+                out[key] = int(rest.split()[0]) * 1024
+    return out
+
+
+def memory_child(row: str, peer: str, sizes_json: str, result_path: str) -> int:
+    """Child process of the memory probes: prints ``PEAK_BYTES <n>`` (or ``SKIP <why>``) and
+    saves a summary of the result (its last row when it keeps every state)."""
+    import ctypes
+    import gc
+    import json
+
+    inp = memory_inputs(json.loads(sizes_json), np.random.default_rng(0))
+    try:
+        call = MEMORY_BUILDERS[row][peer](inp)
+        out = call()
+    except (Skip, ImportError) as e:
+        print("SKIP", f"{type(e).__name__}: {e}", flush=True)
+        return 0
+    del out
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # VmHWM := VmRSS
+    before = _memory_status()["VmRSS"]
+    out = _as_np(call())
+    peak = _memory_status()["VmHWM"]
+    np.save(result_path, out[-1] if out.ndim == 2 else out)
+    print("PEAK_BYTES", peak - before, flush=True)
+    return 0
+
+
+def _as_np(x) -> np.ndarray:
+    return np.asarray(x[0] if isinstance(x, (list, tuple)) and len(x) == 1 else x)
+
+
+def memory_peer(peer: str, rows: tuple[str, ...]):
+    """Measure function of a memory probe: one child process per row."""
+
+    def measure(sizes, quick, log):
+        import json
+        import subprocess
+        import tempfile
+
+        if not os.path.exists("/proc/self/clear_refs"):
+            raise Skip("needs Linux's /proc/self/clear_refs to reset the peak resident size")
+        code = ("import sys; sys.path[:0] = sys.argv[1:3]; import cpu; "
+                "sys.exit(cpu.memory_child(*sys.argv[3:]))")
+        out = {}
+        with tempfile.TemporaryDirectory(prefix="numbascan-mem-") as work:
+            for row in rows:
+                path = os.path.join(work, "result.npy")
+                proc = subprocess.run(
+                    [sys.executable, "-c", code, HERE, REPO_ROOT, row, peer, json.dumps(sizes),
+                     path], capture_output=True, text=True, timeout=900)
+                said = dict(ln.split(" ", 1) for ln in proc.stdout.splitlines()
+                            if ln.startswith(("PEAK_BYTES ", "SKIP ")))
+                if "SKIP" in said:
+                    out[row] = (Result("skip", note=said["SKIP"]), None)
+                    continue
+                if proc.returncode != 0 or "PEAK_BYTES" not in said:
+                    err = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+                    out[row] = (Result("error", note=f"child failed: {err[0]}"), None)
+                    continue
+                peak = float(said["PEAK_BYTES"])
+                out[row] = (Result("ok", reps=1, peak_bytes=peak,
+                                   note="peak above the resident size before the call"),
+                            np.load(path))
+        return out
+
+    return measure
+
+
+# ============================================================================================
 
 WORKLOADS = [
     Workload("W1", "RNN h = tanh(h @ W + x_t @ U + b), all states",
@@ -631,6 +1109,36 @@ WORKLOADS = [
     Workload("G2", "forward mode: W1's states and their tangents for a change of h0 (jvp)",
              sizes={"T": 10000, "H": 32}, quick_sizes={"T": 500, "H": 8},
              make_inputs=grad_inputs, peers=G2_PEERS),
+    Workload("O1", "per-call overhead: W1's RNN, tiny, cached",
+             sizes={"T": 10, "H": 4}, quick_sizes={"T": 10, "H": 4},
+             make_inputs=rnn_inputs, peers=O1_PEERS, unit="µs", timer=time_per_call),
+]
+
+PROBES = [
+    Probe("C1", "new process to first W1 result, import and compile included",
+          sizes={"T": 10000, "H": 32}, quick_sizes={"T": 500, "H": 8},
+          rows=("cold", "warm"), peers=START_PEERS, unit="s"),
+    Probe("M1", "peak memory, forward: every state against the last state only",
+          sizes={"T": 2500, "N": 16000}, quick_sizes={"T": 400, "N": 10000},
+          rows=tuple(MEMORY_FORWARD),
+          peers={p: memory_peer(p, tuple(MEMORY_FORWARD)) for p in PEERS},
+          unit="MB", expected=memory_expected),
+    Probe("M2", "peak memory, reverse mode: tape with checkpoint=None against checkpoint='sqrt'",
+          sizes={"T": 2500, "N": 16000}, quick_sizes={"T": 400, "N": 10000},
+          rows=tuple(MEMORY_REVERSE),
+          peers={p: memory_peer(p, tuple(MEMORY_REVERSE)) for p in PEERS},
+          unit="MB", expected=memory_expected, rtol=1e-6),
+]
+
+# Tables of the report, in order: (title, unit, workload/probe ids).
+SECTIONS = [
+    ("Median time per call (ms) and ratios (< 1: numbascan is faster)", "ms",
+     ("W1", "W2", "W3", "W4", "G1", "G2")),
+    ("C1: seconds from a new process's first line to its first W1 result (import, compile and "
+     "the call; cold: empty caches, warm: caches from the cold run)", "s", ("C1",)),
+    ("O1: cached call overhead (µs per call), T=10, H=4", "µs", ("O1",)),
+    ("M1, M2: peak allocation of one call (MB above the resident size before it; expected: the "
+     "states that must be alive at once x 8 bytes)", "MB", ("M1", "M2")),
 ]
 
 
@@ -679,21 +1187,55 @@ def forward_ratios(workloads, all_results, quick: bool, peers, log=print) -> str
     return "\n".join(head + rows)
 
 
+def select(only: str | None) -> list[Workload | Probe]:
+    """Workloads and probes named in ``only`` (ids, or a letter for every id starting with it)."""
+    items = [*WORKLOADS, *PROBES]
+    if not only:
+        return items
+    wanted = [t.strip().upper() for t in only.split(",") if t.strip()]
+
+    def named(item, token):
+        return item.id == token or (len(token) == 1 and item.id.startswith(token))
+
+    unknown = [t for t in wanted if not any(named(x, t) for x in items)]
+    if unknown:
+        raise ValueError(f"unknown workload(s) {unknown}; known: {[x.id for x in items]}")
+    return [x for x in items if any(named(x, t) for t in wanted)]
+
+
+def report_sections(items, all_results, quick: bool, peers):
+    """``(title, unit, rows)`` of every table that has rows in this run (``SECTIONS`` order)."""
+    ratios = [(n, d) for n, d in RATIOS if n in peers and d in peers]
+    sections = []
+    for title, unit, ids in SECTIONS:
+        rows = []
+        for item in (x for x in items if x.id in ids):
+            if isinstance(item, Probe):
+                rows += probe_rows(item, all_results, quick)
+            else:
+                rows += workload_rows([item], all_results, quick)
+        if rows:
+            extra = ("expected MB",) if unit == "MB" else ()
+            sections.append((title, unit, rows, format_rows(rows, peers, ratios, unit, extra)))
+    return sections
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", help="comma-separated workload ids, e.g. W1,W3")
+    ap.add_argument("--only", help="comma-separated ids, e.g. W1,W3 (a letter selects every id "
+                    "starting with it: W, G, C, O, M)")
     ap.add_argument("--peers", help=f"comma-separated peers (default: all of {','.join(PEERS)})")
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ap.add_argument("--png", metavar="PATH", default=os.path.join(HERE, "results.png"),
+                    help="bar chart of the results (default: benchmarks/results.png; "
+                    "an empty PATH writes none)")
     args = ap.parse_args(argv)
 
-    workloads = WORKLOADS
-    if args.only:
-        wanted = [s.strip().upper() for s in args.only.split(",") if s.strip()]
-        unknown = set(wanted) - {w.id for w in WORKLOADS}
-        if unknown:
-            ap.error(f"unknown workload(s) {sorted(unknown)}; known: {[w.id for w in WORKLOADS]}")
-        workloads = [w for w in WORKLOADS if w.id in wanted]
+    try:
+        items = select(args.only)
+    except ValueError as e:
+        ap.error(str(e))
     peers = PEERS
     if args.peers:
         wanted = {s.strip() for s in args.peers.split(",") if s.strip()}
@@ -714,24 +1256,34 @@ def main(argv=None) -> int:
     print(f"\n## Runs ({'quick sizes' if args.quick else 'full sizes'}; reference: {REFERENCE})\n",
           flush=True)
 
-    all_results = {}
-    for w in workloads:
-        print(f"{w.id}: {w.title}", flush=True)
-        all_results[w.id] = run_workload(w, args.quick, REFERENCE, peers,
-                                         log=lambda s: print(s, flush=True))
-    ratios = [(n, d) for n, d in RATIOS if n in peers and d in peers]
+    def log(line):
+        print(line, flush=True)
+
+    all_results: dict[str, dict[str, Result]] = {}
+    for item in items:
+        print(f"{item.id}: {item.title}", flush=True)
+        if isinstance(item, Probe):
+            all_results.update(run_probe(item, args.quick, REFERENCE, peers, log=log))
+        else:
+            all_results[item.id] = run_workload(item, args.quick, REFERENCE, peers, log=log)
+    workloads = [x for x in items if isinstance(x, Workload)]
     fwd_table = ""
     if any(w.id in FORWARD_OF for w in workloads):
-        fwd_table = forward_ratios(workloads, all_results, args.quick, peers,
-                                   log=lambda s: print(s, flush=True))
-    print("\n## Median time per call (ms) and ratios (< 1: numbascan is faster)\n")
-    print(format_table(workloads, all_results, peers, ratios, args.quick))
+        fwd_table = forward_ratios(workloads, all_results, args.quick, peers, log=log)
+    sections = report_sections(items, all_results, args.quick, peers)
+    for title, _, _, table in sections:
+        print(f"\n## {title}\n")
+        print(table)
     if fwd_table:
         print("\n## Derivative time over the same peer's forward pass (W1, same inputs; "
               "goal for numbascan's reverse mode, G1: <= 3)\n")
         print(fwd_table)
     if args.json:
         write_json(args.json, info, all_results, args.quick)
+    if args.png:
+        note = write_chart(args.png, [(t, u, rows) for t, u, rows, _ in sections], peers,
+                           highlight="jax", ratio_of=("numbascan", "jax"))
+        print(f"\n{note}")
     return 0
 
 
