@@ -16,6 +16,7 @@ import numpy as np
 
 from .api import _is_device_array, scan
 from .trace import Tracer
+from .tracecache import function_key
 
 
 def _is_array(x):
@@ -88,11 +89,25 @@ def vmap(f, in_axes=0, out_axes=0):
         if len(set(sizes.values())) > 1:
             raise ValueError(f"vmap: the batched arguments have different sizes along their "
                              f"in_axes: {', '.join(f'argument {i}: {n}' for i, n in sizes.items())}")
-        key = (id(getattr(f, "__code__", f)), tuple(seq_pos), tuple(rest_pos), len(args))
-        step = _batched_step(f, key, tuple(static))
-        outs, _ = scan(step, sequences=seqs, non_sequences=rest, return_list=True,
-                       name=getattr(f, "__name__", None), _parallel=True)
-        kind = _OUTPUT_KIND[key]
+        step = _batched_step(f, (tuple(seq_pos), tuple(rest_pos), len(args)), tuple(static))
+        # the trace cache's key of the step (f, what it can see, static arguments) and the
+        # argument types: what decides the kind of f's result
+        fkey = function_key(step)[0]
+        kind_key = None if fkey is None else (fkey, tuple(
+            (np.dtype(x.dtype).str, tuple(x.shape[1:])) for x in seqs) + tuple(
+            (np.dtype(x.dtype).str, tuple(x.shape)) for x in rest))
+        _RECORDING.append(None)
+        try:
+            outs, _ = scan(step, sequences=seqs, non_sequences=rest, return_list=True,
+                           name=getattr(f, "__name__", None), _parallel=True)
+        finally:
+            recorded = _RECORDING.pop()
+        if recorded is not None:          # f ran (traced, or in python mode) during this call
+            kind = recorded[0]
+            if kind_key is not None:
+                _OUTPUT_KIND[kind_key] = kind
+        else:                             # the step came from the trace cache
+            kind = _OUTPUT_KIND[kind_key]
         if out_axes is None or (isinstance(out_axes, (list, tuple)) and None in out_axes):
             raise ValueError("vmap: out_axes: every output has the batch axis; expected ints, "
                              f"found {out_axes!r}")
@@ -100,19 +115,24 @@ def vmap(f, in_axes=0, out_axes=0):
             [out_axes[0] if isinstance(out_axes, (list, tuple)) else out_axes]
         moved = [_move_axis(o, 0, _check_axis(ax, o.ndim, "out_axes"))
                  for o, ax in zip(outs, oaxes)]
-        return moved[0] if kind is None else kind(moved)
+        if kind is None:
+            return moved[0]
+        return kind(*moved) if hasattr(kind, "_fields") else kind(moved)   # a namedtuple
 
     return batched
 
 
-# what f returned (None: one array; tuple or list), recorded when its step is traced: a step
-# taken from the trace cache has the same code and arguments, hence the same kind
+# what f returned (None: one array; else its tuple or list type), by the step's trace-cache key
+# and argument types: a step taken from the trace cache does not run f, and returns the kind
+# recorded when it was traced
 _OUTPUT_KIND: dict = {}
+# one slot per ns.vmap call in progress (innermost last): [kind] once f has run in it
+_RECORDING: list = []
 
 
-def _batched_step(f, key, static):
+def _batched_step(f, positions, static):
     """The map's step: one batch element's arguments back in `f`'s order."""
-    _, seq_pos, rest_pos, n_args = key
+    seq_pos, rest_pos, n_args = positions
 
     def step(*values):
         call = [None] * n_args
@@ -120,8 +140,19 @@ def _batched_step(f, key, static):
             call[i] = v
         for i, v in static:
             call[i] = v
-        out = f(*call)
-        many = isinstance(out, (tuple, list))
-        _OUTPUT_KIND[key] = type(out) if many else None
-        return list(out) if many else out
+        return _record_kind(f(*call))
+    # warnings and errors about the step name the user's function
+    step.__name__ = getattr(f, "__name__", type(f).__name__)
+    step.__qualname__ = getattr(f, "__qualname__", step.__name__)
     return step
+
+
+def _record_kind(out):
+    """Note what `f` returned in the innermost ns.vmap call; -> the map's outputs. A module
+    function, not a dict or list in the step itself: the trace cache keys a step by what it
+    can see, and a mutable container there would make it uncacheable (retraced at every
+    call)."""
+    many = isinstance(out, (tuple, list))
+    if _RECORDING:
+        _RECORDING[-1] = [type(out) if many else None]
+    return list(out) if many else out

@@ -1,4 +1,12 @@
 """Shared helpers for the scan tests: run a scan in the compiled and the reference mode and compare."""
+import os
+
+# mode="cuda" tests run in numba's CUDA simulator unless NUMBASCAN_TEST_GPU=1 asks for a real GPU.
+# numba-cuda reads NUMBA_ENABLE_CUDASIM once, as soon as numba compiles anything (importing
+# numbascan does): set it before the imports below.
+if os.environ.get("NUMBASCAN_TEST_GPU") != "1":
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
 import copy
 import warnings
 import zlib
