@@ -45,6 +45,8 @@ def cuda_module():
 
 
 def compile_kernel(step, layout, pattern):
+    """The kernel for this step, layout and pattern; `kernel.pattern` is the pattern it was
+    rendered with (one thread per step when the temporaries overflow shared memory)."""
     from .codegen.cuda import Module, SharedMemoryExceeded, render_scan_kernel
     from .codegen.source import load_module
     key = program_hash(step.fingerprint(), layout, pattern)
@@ -60,8 +62,10 @@ def compile_kernel(step, layout, pattern):
                           f"memory, which is slow; mode='cpu' may be faster",
                           NumbaPerformanceWarning, stacklevel=4)
             module = Module()
-            name = render_scan_kernel(module, step, layout, replace(pattern, lanes=1))
+            pattern = replace(pattern, lanes=1)
+            name = render_scan_kernel(module, step, layout, pattern)
         kernel = getattr(load_module(module.source(f"cuda kernel {name}")), name)
+        kernel.pattern = pattern
         _KERNELS[key] = kernel
     return kernel
 
@@ -173,7 +177,7 @@ def scan_cuda(sa: ScanArgs, batched=False):
     for s in ts.streams:
         args += [np.uint64(s.key), np.uint64(s.counter % 2**64)]
     if n > 0:
-        blocks, threads = launch_config(pattern, n)
+        blocks, threads = launch_config(kernel.pattern, n)
         kernel[blocks, threads](n, *args, n_run_out)
         n_run = int(n_run_out.copy_to_host()[0]) if ts.layout.until else n
     else:
@@ -205,7 +209,7 @@ def scan_equation(*args, step, layout, n_steps, **_):
     call = ([to_device(cuda, s) for s in seqs] + bufs + [to_device(cuda, r) for r in rest] +
             [np.uint64(r) for r in rng])
     if n_steps > 0:
-        blocks, threads = launch_config(pattern, n_steps)
+        blocks, threads = launch_config(kernel.pattern, n_steps)
         kernel[blocks, threads](n_steps, *call, n_run_out)
     outs = []
     for o, buf in zip(layout.outs, bufs):

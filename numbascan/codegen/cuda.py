@@ -498,6 +498,11 @@ def render_scan_kernel(module: Module, step: IR, layout: Layout, pattern: Patter
         _step_body(r, body, step, layout, bufs, binds, rows, results)
     else:
         body("lane = cuda.threadIdx.x")
+        if pattern.lanes == 1:
+            # one thread runs the scan, however many were launched (a block's worth when the
+            # step fell back from lanes > 1): others would race it on the buffers' rows
+            body("if lane > 0:")
+            body("    return")
         body("n_run = n_steps")
         body("for t in range(n_steps):")
         body.indent()
