@@ -88,7 +88,8 @@ def device_params(e):
 
 
 def bind_scan_program(step_fn, seqs, seq_layouts, out_layouts, inits, rest, rng, layout_rng,
-                      n_steps, go_backwards=False, name="derivative step", params=None):
+                      n_steps, go_backwards=False, name="derivative step", params=None,
+                      parallel=False):
     """Trace `step_fn` (arguments in Layout order, rng pairs last) and bind it as a scan."""
     avals = []
     for s, sl in zip(seqs, seq_layouts):
@@ -105,7 +106,7 @@ def bind_scan_program(step_fn, seqs, seq_layouts, out_layouts, inits, rest, rng,
     ir = IR(inputs, ir.eqns, ir.outputs)
     layout = Layout(seqs=tuple(seq_layouts), outs=tuple(out_layouts), n_outputs=len(out_layouts),
                     n_nonseqs=len(rest), n_captures=len(sources), rng=tuple(layout_rng),
-                    go_backwards=go_backwards)
+                    go_backwards=go_backwards, parallel=parallel)
     return current_trace().bind("scan", list(seqs) + list(inits) + list(rest) + list(sources) +
                                 list(rng), step=ir, layout=layout, n_steps=n_steps,
                                 **(params or {}))
@@ -160,7 +161,7 @@ def scan_jvp(e, ins, tins):
         step_fn, P.seqs + [T.seqs[j] for j in act_seqs],
         list(layout.seqs) + [layout.seqs[j] for j in act_seqs], out_layouts,
         P.inits + tinits, P.rest + [T.rest[i] for i in act_rest], P.rng, layout.rng, n,
-        layout.go_backwards, "jvp step", params=device_params(e))
+        layout.go_backwards, "jvp step", params=device_params(e), parallel=layout.parallel)
     touts = [None] * n_out
     for k, o in enumerate(act_outs):
         touts[o] = new[n_out + k]
