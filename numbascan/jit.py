@@ -21,7 +21,7 @@ from .passes import keep_only_last_steps
 from .scanprim import asks_for_cuda
 from .shared import Shared
 from .trace import Trace, Tracer, TracingError, current_trace, with_traced_captures
-from .tracecache import capture_readers, function_key, read_captures
+from .tracecache import capture_readers, function_key, guards_hold, read_captures
 
 STATIC_TYPES = (bool, int, float, str, type(None))
 
@@ -90,10 +90,13 @@ def trace_program(fn, args) -> Program:
 _PROGRAMS: dict = {}     # (function key, argument signature, interpret) -> (program, compiled, readers, avals)
 
 
-def traced_program(fn, values, interpret=False, eager=None):
-    """(program, compiled function, capture values), from the trace cache when possible."""
+def traced_program(fn, values, interpret=False, eager=None, guards=None):
+    """(program, compiled function, capture values), from the trace cache when possible.
+    `guards` (a list) receives the guards of the cache key, and is emptied when the program
+    is not cached (it is traced at every call)."""
     from .driver import compile_main
-    key, arrays = function_key(fn)
+    guards = [] if guards is None else guards
+    key, arrays = function_key(fn, guards)
     if key is not None:
         key = (key, tuple(("s", type(a).__name__, a) if isinstance(a, STATIC_TYPES) else
                           ("a", a.dtype.str, a.shape) for a in values), interpret)
@@ -110,20 +113,27 @@ def traced_program(fn, values, interpret=False, eager=None):
         avals = [None if isinstance(c, Shared) else (np.asarray(c).dtype, np.shape(c))
                  for c in prog.captures]
         _PROGRAMS[key] = (prog, compiled, readers, avals)
+    else:
+        guards.clear()
     return prog, compiled, prog.captures
 
 
-def run_traced(fn, args, interpret=False, eager=None):
+def run_traced(fn, args, interpret=False, eager=None, remember=None):
     """Trace `fn` on `args`, compile the program (or interpret it), run it, return its outputs.
 
     Python scalars among `args` are static; arrays are traced. `interpret=True` evaluates the
     program with the IR interpreter instead of compiling it (the python mode of derivatives).
     `eager` (default `fn`) is what runs eagerly to count the steps of scans with ns.until.
+    `remember(call)` receives a `CachedCall` that repeats this call on new arrays of the same
+    signature, when the program is cached and compiled.
     """
     from .driver import as_argument, call_compiled
     from .ir import eval_ir
     values = [a if isinstance(a, STATIC_TYPES) else _checked(a, i) for i, a in enumerate(args)]
-    prog, compiled, captures = traced_program(fn, values, interpret, eager)
+    guards = []
+    prog, compiled, captures = traced_program(fn, values, interpret, eager, guards)
+    if remember is not None and guards and compiled is not None and not interpret:
+        remember(CachedCall(prog, compiled, guards, captures, values))
     call_args = [as_argument(a) for a in values if not isinstance(a, STATIC_TYPES)]
     call_args += [as_argument(k) for k in prog.shared]
     call_args += [as_argument(c) for c in captures]
@@ -144,6 +154,69 @@ def run_traced(fn, args, interpret=False, eager=None):
     return _unflatten(prog.out_spec, leaves)
 
 
+class CachedCall:
+    """A traced and compiled program bound to one signature of a jit function's arguments:
+    calling it checks the guards of what the function can see (tracecache.py) and passes
+    the arrays straight to the compiled code, without keying, tracing or flattening."""
+
+    def __init__(self, prog, compiled, guards, captures, values):
+        from .driver import as_argument
+        self.prog, self.compiled, self.guards = prog, compiled, guards
+        # per traced argument: its position, and whether it is 0-d (passed as a scalar)
+        self.arrays = [(i, np.ndim(a) == 0) for i, a in enumerate(values)
+                       if not isinstance(a, STATIC_TYPES)]
+        # while the guards hold, the captures are the very objects read now: a C-contiguous
+        # array is passed as it is; others (Shared, 0-d, strided) are converted at each call
+        self.captures = captures
+        self.direct = [type(c) is np.ndarray and c.ndim > 0 and as_argument(c) is c
+                       for c in captures]
+        self.scalar_outs = [v.shape == () for v in prog.ir.outputs]
+        self.as_argument = as_argument
+        # outputs that may be an input or a view of one: numba returns an unchanged input
+        # array itself, and the caller must get a copy
+        views = {v.id for v in prog.ir.inputs}
+        for e in prog.ir.eqns:
+            if e.prim in ("reshape", "index") and getattr(e.inputs[0], "id", None) in views:
+                views.add(e.outputs[0].id)
+        self.check_inputs = any(getattr(v, "id", None) in views for v in prog.ir.outputs)
+
+    def __call__(self, args):
+        """The outputs, or None when something the function can see has changed."""
+        if not guards_hold(self.guards):
+            return None
+        prog = self.prog
+        call_args = [args[i][()] if zero_d else np.ascontiguousarray(args[i])
+                     for i, zero_d in self.arrays]
+        for k in prog.shared:
+            call_args.append(self.as_argument(k))
+        for c, direct in zip(self.captures, self.direct):
+            call_args.append(c if direct else self.as_argument(c))
+        for s in prog.streams:
+            call_args += [np.uint64(s.key), np.uint64(s.counter % 2**64)]
+        outs = self.compiled(*call_args)
+        for s, used in zip(prog.streams, prog.rng_used):
+            s.counter += used
+        input_ids = set(map(id, call_args)) if self.check_inputs else ()
+        leaves = [np.array(o, dtype=v.dtype) if scalar or id(o) in input_ids else o
+                  for o, v, scalar in zip(outs, prog.ir.outputs, self.scalar_outs)]
+        return leaves[0] if prog.out_spec is None else _unflatten(prog.out_spec, leaves)
+
+
+def call_signature(args):
+    """What selects a `CachedCall`: dtype and shape of each array, type and value of each
+    Python scalar; None for other arguments (they take the general path)."""
+    sig = []
+    for a in args:
+        kind = type(a)
+        if kind is np.ndarray:
+            sig.append((a.dtype, a.shape))
+        elif kind in STATIC_TYPES:
+            sig.append((kind, a))
+        else:
+            return None
+    return tuple(sig)
+
+
 def inline_inputs(prog: Program, args):
     """Values for `prog`'s inputs when it is replayed inside the current trace."""
     tr = current_trace()
@@ -160,9 +233,18 @@ def inline_inputs(prog: Program, args):
 class JitFunction:
     def __init__(self, fn):
         self.fn = fn
+        self.calls: dict = {}          # call_signature -> CachedCall
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args):
+        sig = call_signature(args)
+        if sig is not None and current_trace() is None and resolve_mode(None) == "cpu":
+            call = self.calls.get(sig)
+            if call is not None:
+                outs = call(args)
+                if outs is not None:
+                    return outs
+            return run_traced(self.fn, args, remember=lambda call: self._remember(sig, call))
         if current_trace() is not None or any(isinstance(a, Tracer) for a in args):
             return self.fn(*args)
         if resolve_mode(None) == "python":
@@ -178,6 +260,10 @@ class JitFunction:
             finally:
                 _MODE_OVERRIDE.pop()
         return run_traced(self.fn, args)
+
+    def _remember(self, sig, call):
+        call.guards.append(("attr", self, "fn", self.fn))
+        self.calls[sig] = call
 
     def source(self, *args):
         from .codegen.cpu import Module, render_main_function

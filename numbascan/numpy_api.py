@@ -8,6 +8,8 @@ code generators and derivative rules only ever see primitives.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from .trace import Tracer, TracingError, bind, constant
@@ -472,27 +474,29 @@ class TracingView:
 
 def traced_replacement(value):
     """What a traced function should see instead of `value` (None: `value` itself)."""
-    import scipy
-    import scipy.special as sps
     if value is np:
         return _VIEWS["numpy"]
-    if value is sps:
-        return _VIEWS["special"]
-    if value is scipy:
-        return _VIEWS["scipy"]
-    if value is sps.logsumexp:
-        return logsumexp
     if value is np.full or value is np.array or value is np.asarray:
         return NUMPY_OVERRIDES[value.__name__]
+    # a function can only name scipy once its user imported it: never import it here
+    sps = sys.modules.get("scipy.special")
+    if sps is None:
+        return None
+    if value is sps:
+        return _scipy_views()["special"]
+    if value is sys.modules["scipy"]:
+        return _scipy_views()["scipy"]
+    if value is sps.logsumexp:
+        return logsumexp
     return None
 
 
-def _make_views():
-    import scipy
-    import scipy.special as sps
-    special = TracingView(sps, {"logsumexp": logsumexp})
-    return {"numpy": TracingView(np, NUMPY_OVERRIDES), "special": special,
-            "scipy": TracingView(scipy, {"special": special})}
+def _scipy_views():
+    if "special" not in _VIEWS:
+        special = TracingView(sys.modules["scipy.special"], {"logsumexp": logsumexp})
+        _VIEWS["special"] = special
+        _VIEWS["scipy"] = TracingView(sys.modules["scipy"], {"special": special})
+    return _VIEWS
 
 
-_VIEWS = _make_views()
+_VIEWS = {"numpy": TracingView(np, NUMPY_OVERRIDES)}

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
-import scipy.special as sps
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ UNARY = {
 }
 BINARY = {
     "add": "({0} + {1})", "subtract": "({0} - {1})", "multiply": "({0} * {1})",
-    "true_divide": "({0} / {1})", "floor_divide": "np.floor_divide({0}, {1})",
+    "true_divide": "({0} / {1})", "floor_divide": "({0} // {1})",
     "power": "({0} ** {1})", "remainder": "np.remainder({0}, {1})",
     "maximum": "np.maximum({0}, {1})", "minimum": "np.minimum({0}, {1})",
     "arctan2": "np.arctan2({0}, {1})", "equal": "({0} == {1})", "not_equal": "({0} != {1})",
@@ -55,15 +54,25 @@ BINARY = {
     "bitwise_xor": "({0} ^ {1})",
 }
 SPECIAL_UNARY = {  # scipy.special ufuncs
-    "expit": (sps.expit, "(1.0 / (1.0 + np.exp(-{0})))"),
-    "logit": (sps.logit, "np.log({0} / (1.0 - {0}))"),
-    "erf": (sps.erf, "math.erf({0})"),
+    "expit": "(1.0 / (1.0 + np.exp(-{0})))",
+    "logit": "np.log({0} / (1.0 - {0}))",
+    "erf": "math.erf({0})",
 }
+
+
+def _scipy_special(name):
+    """scipy.special's ufunc `name`, imported at its first use (importing scipy is slow)."""
+    def impl(*args, **kwargs):
+        import scipy.special
+        return getattr(scipy.special, name)(*args, **kwargs)
+    impl.__name__ = name
+    return impl
+
 
 for _n, _t in {**UNARY, **BINARY}.items():
     _def(_n, "elementwise", getattr(np, _n), _t)
-for _n, (_f, _t) in SPECIAL_UNARY.items():
-    _def(_n, "elementwise", _f, _t)
+for _n, _t in SPECIAL_UNARY.items():
+    _def(_n, "elementwise", _scipy_special(_n), _t)
 _def("where", "elementwise", np.where, "({1} if {0} else {2})")
 _def("convert", "elementwise", lambda x, dtype: np.asarray(x).astype(dtype), None)
 

@@ -141,3 +141,196 @@ def test_jit_static_scalar_argument_is_part_of_the_key(k):
     A = rng.uniform(0.5, 1.5, 4)
     np.testing.assert_allclose(power(A, k), A ** k, rtol=1e-12)
     np.testing.assert_allclose(power(A, k + 1), A ** (k + 1), rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# ns.jit's cached calls (jit.CachedCall): checked by guards instead of the full key
+
+
+SCALE = 0.5
+PARAMS = [0.25, rng.standard_normal(3)]
+
+
+def _scale(h):
+    return h * SCALE
+
+
+def _reference(X, h0, f):
+    h, out = h0, []
+    for x in X:
+        h = f(x, h)
+        out.append(h)
+    return np.array(out)
+
+
+def _count_traces(monkeypatch):
+    calls = []
+    real = jit_module.trace_program
+    monkeypatch.setattr(jit_module, "trace_program",
+                        lambda fn, vals: calls.append(1) or real(fn, vals))
+    return calls
+
+
+def test_jit_cached_call_sees_changed_globals_lists_and_helpers(monkeypatch):
+    global SCALE, G
+    old = SCALE, G, list(PARAMS)
+    calls = _count_traces(monkeypatch)
+
+    @ns.jit
+    def run(X, h0):
+        return ns.scan(lambda x, h: np.tanh(_scale(h) + PARAMS[0] * x + PARAMS[1] * G),
+                       sequences=X, outputs_info=h0)[0]
+
+    def expected():
+        return _reference(X, h0, lambda x, h: np.tanh(h * SCALE + PARAMS[0] * x +
+                                                      PARAMS[1] * G))
+    h0 = rng.standard_normal(3)
+    try:
+        for change in [None, "scale", "G rebound", "G in place", "list item", "list array",
+                       "list in place"]:
+            if change == "scale":
+                SCALE = 0.8                            # compiled in: a new trace
+            elif change == "G rebound":
+                G = rng.standard_normal(3)
+            elif change == "G in place":
+                G[:] = rng.standard_normal(3)
+            elif change == "list item":
+                PARAMS[0] = 0.75                       # the list object is the same
+            elif change == "list array":
+                PARAMS[1] = rng.standard_normal(3)
+            elif change == "list in place":
+                PARAMS[1][:] = rng.standard_normal(3)
+            for _ in range(2):                         # the second call takes the cached path
+                np.testing.assert_allclose(run(X, h0), expected(), rtol=1e-12)
+        assert len(calls) == 3                         # first call, SCALE, PARAMS[0]
+    finally:
+        SCALE, G = old[:2]
+        PARAMS[:] = old[2]
+
+
+def test_jit_cached_call_sees_closure_default_and_helper_changes():
+    W = rng.standard_normal((3, 3)) * 0.5
+
+    def product(h):
+        return h @ W
+
+    def negated(h):
+        return -h
+    helper = product
+
+    def make(k):
+        def run(X, h0, k=k):
+            return ns.scan(lambda x, h: np.tanh(helper(h) * k + x), sequences=X,
+                           outputs_info=h0)[0]
+        return run
+    raw = make(1.0)
+    run = ns.jit(raw)
+    h0 = rng.standard_normal(3)
+    for change in [None, "closure", "default", "helper"]:
+        if change == "closure":
+            W = rng.standard_normal((3, 3)) * 0.5      # noqa: F841 (read through the cell)
+        elif change == "default":
+            raw.__defaults__ = (0.5,)
+        elif change == "helper":
+            helper = negated
+        k = raw.__defaults__[0]
+        for _ in range(2):
+            np.testing.assert_allclose(run(X, h0),
+                                       _reference(X, h0, lambda x, h: np.tanh(helper(h) * k + x)),
+                                       rtol=1e-12)
+
+
+def test_jit_cached_call_strided_capture_and_shape_change():
+    base = rng.standard_normal((3, 3))
+    WT = base.T                                        # not contiguous: copied at every call
+
+    @ns.jit
+    def run(X, h0):
+        return ns.scan(lambda x, h: np.tanh(h @ WT + x), sequences=X, outputs_info=h0)[0]
+    h0 = rng.standard_normal(3)
+    for _ in range(2):
+        np.testing.assert_allclose(run(X, h0), _reference(X, h0, lambda x, h: np.tanh(h @ WT + x)),
+                                   rtol=1e-12)
+    base[:] = rng.standard_normal((3, 3))
+    for _ in range(2):
+        np.testing.assert_allclose(run(X, h0), _reference(X, h0, lambda x, h: np.tanh(h @ WT + x)),
+                                   rtol=1e-12)
+    b = rng.standard_normal(3)
+
+    @ns.jit
+    def add(X):
+        return X + b
+    np.testing.assert_allclose(add(X), X + b)
+    np.testing.assert_allclose(add(X), X + b)
+    b.shape = (1, 3)                                   # same object, new shape: a new trace
+    np.testing.assert_allclose(add(X), X + b)
+
+
+def test_jit_cached_call_returns_copies_of_inputs():
+    @ns.jit
+    def same(x, y):
+        return x, y.reshape(y.shape), y[0]
+    x, y = rng.standard_normal(3), rng.standard_normal((2, 2))
+    for _ in range(2):
+        a, b, c = same(x, y)
+        assert a is not x and not np.shares_memory(a, x)
+        assert b is not y and not np.shares_memory(b, y)
+        np.testing.assert_array_equal(a, x)
+        np.testing.assert_array_equal(b, y)
+        np.testing.assert_array_equal(c, y[0])
+
+
+def test_jit_cached_call_advances_random_streams():
+    x = rng.standard_normal(4)
+    rs = ns.RandomStreams(3)
+
+    @ns.jit
+    def noisy(x):
+        return x + rs.normal(x.shape)
+    drawn = [noisy(x) for _ in range(3)]               # the later calls take the cached path
+    assert not np.allclose(drawn[0], drawn[1]) and not np.allclose(drawn[1], drawn[2])
+    eager = ns.RandomStreams(3)                        # the same stream, drawn eagerly
+    for got in drawn:
+        np.testing.assert_allclose(got, x + eager.normal(x.shape), rtol=1e-12)
+
+
+def test_jit_cached_call_zero_d_and_static_arguments():
+    @ns.jit
+    def f(a, x, k):
+        return a * x + k
+    x = rng.standard_normal(3)
+    for a, k in [(np.array(2.0), 1), (np.array(3.0), 1), (np.array(3.0), 2.5)]:
+        for _ in range(2):
+            np.testing.assert_allclose(f(a, x, k), a * x + k, rtol=1e-12)
+
+
+def test_a_derivative_closure_sees_the_scalars_of_the_users_function(rng):
+    """ns.grad returns a numbascan closure around the user's function: the trace cache looks
+    inside it, so a changed scalar the loss reads is seen, and nothing else is traced again."""
+    w, X = rng.standard_normal(3), rng.standard_normal((4, 3))
+
+    class Traced:                        # a type is keyed by identity: counting is invisible
+        n = 0
+
+    def loss(w, x):
+        Traced.n += 1
+        return scale() * np.sum(np.tanh(w * x))
+
+    c = 2.0
+
+    def scale():
+        return c
+
+    gl = ns.grad(loss)
+
+    def step(x):
+        return gl(w, x)
+
+    a, _ = ns.map(step, X)
+    n = Traced.n
+    again, _ = ns.map(step, X)
+    assert Traced.n == n                             # cached: not traced again
+    np.testing.assert_array_equal(again, a)
+    c = 3.0
+    b, _ = ns.map(step, X)
+    np.testing.assert_allclose(b, 1.5 * a, rtol=1e-12)

@@ -6,6 +6,13 @@ row. Each equation becomes a loop nest with static bounds. A scan equation becom
 its own loop function, rendered into the same module; the time loop is `for t in range(n)`,
 with a `break` when the step returns `ns.until`.
 
+Tiny values are scalar code: inside a step, a value of at most `SMALL_SIZE` elements is a set
+of scalar locals, one per element in C order (`v3_0, v3_1`), and the equation that makes it is
+unrolled into straight-line code (`Renderer.unrolled`); it is also stored to a buffer only for
+a consumer that is a loop nest or a call. The last states of a small float output stay in
+locals from one step to the next (`carried_window`), and small loop-invariant inputs are loaded
+into locals before the loop: such a recurrence runs in registers.
+
 Generated functions (see `render_scan_module` / `render_main_module`):
 
     scan_<h>(n_steps, seq..., out_buf..., non_seq..., capture..., rng_key, rng_base, ...) -> n_run
@@ -17,7 +24,7 @@ Buffer layouts are those of `layout.py`.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -29,23 +36,42 @@ MODULE_TEMPLATE = '''\
 """numbascan generated module. Source of: {title}"""
 import math
 import numpy as np
-from numba import njit
+from numba import njit, prange
 from numbascan.random import uniform_nb, normal_nb, binomial_nb
 from numbascan.codegen.fastmath import exp_fast, expit_fast, tanh_fast
+from numbascan.codegen.shortmath import exp_short, expit_short, tanh_short
 
 {functions}
 '''
 
-# vectorisable replacements for the C library's scalar functions (fastmath.py)
+# vectorisable replacements for the C library's scalar functions (fastmath.py), and their
+# short-latency versions for unrolled steps (shortmath.py)
 FAST_SCALAR = {"tanh": "tanh_fast({0})", "exp": "exp_fast({0})", "expit": "expit_fast({0})"}
+SHORT_SCALAR = {"tanh": "tanh_short({0})", "exp": "exp_short({0})",
+                "expit": "expit_short({0})"}
+
+# values made inside a step with at most this many elements live in scalar locals; an unrolled
+# matmul has an inner dimension of at most SMALL_K
+SMALL_SIZE = 16
+SMALL_K = 16
 
 # multiply-adds above which a matmul calls BLAS (np.dot with out=) instead of a loop nest
 BLAS_MIN_WORK = 1024
 
+# fastmath "contract": a * b + c may become one fused multiply-add (one rounding, not two)
 FUNCTION_TEMPLATE = '''\
-@njit(cache=True, error_model="numpy", nogil=True)
+@njit(cache=True, error_model="numpy", nogil=True, fastmath={{"contract"}})
 def {name}({params}):
 {body}
+'''
+
+
+PARALLEL_TEMPLATE = '''\
+@njit(cache=True, error_model="numpy", nogil=True, parallel=True)
+def {name}({params}):
+    for t in prange(n_steps):
+        {step}(t, {args})
+    return n_steps
 '''
 
 
@@ -112,6 +138,10 @@ class Renderer:
         self.in_loop = False                 # rendering a scan's step (runs once per step)
         self.alias: dict[int, str] = {}      # var id -> row of an output buffer to write into
         self.aliased: set[int] = set()
+        self.unroll = False                  # small values as element locals (steps only)
+        self.elems: dict[int, list] = {}     # var id -> expression of each element, C order
+        self.invariant: set[int] = set()     # step inputs that no step changes
+        self.memory_reads: set[int] = set()  # var ids read by loop nests and calls
 
     # -- naming ---------------------------------------------------------------------------------
     def name(self, v):
@@ -135,6 +165,14 @@ class Renderer:
         else:
             self.alloc(f"{name} = np.empty({tuple(v.shape)!r}, dtype={dtype_src(v.dtype)})")
         return name
+
+    def elem(self, v, index):
+        """Expression of element `index` (a tuple of ints) of `v`."""
+        if isinstance(v, Lit) or v.shape == ():
+            return self.name(v)
+        if v.id in self.elems:
+            return self.elems[v.id][int(np.ravel_multi_index(index, v.shape))]
+        return f"{self.name(v)}[{_idx(str(i) for i in index)}]"
 
     def read(self, v, index, out_shape=None):
         """Expression reading `v` at `index` (loop variables over `out_shape`, broadcasting)."""
@@ -177,6 +215,10 @@ class Renderer:
     def copy_into(self, out, buf, row, v, shape):
         """buf[row, ...] = v for a value of `shape` (row None: the whole buffer)."""
         lead = [] if row is None else [row]
+        if isinstance(v, Var) and v.id in self.elems:
+            for k, index in enumerate(np.ndindex(*shape)):
+                out(f"{buf}[{_idx(lead + [str(i) for i in index])}] = {self.elems[v.id][k]}")
+            return
         if shape == ():
             out(f"{buf}[{_idx(lead)}] = {self.name(v)}" if lead else f"{buf} = {self.name(v)}")
             return
@@ -196,22 +238,166 @@ class Renderer:
         for v in results:
             if isinstance(v, Var):
                 uses[v.id] = uses.get(v.id, 0) + 1
+        unrolled, stored = self.plan_unrolled(eqns)
         group: list = []
-        for e in list(eqns) + [None]:
-            if (e is not None and TABLE[e.prim].kind == "elementwise" and e.outputs[0].shape != ()
-                    and (not group or e.outputs[0].shape == group[0].outputs[0].shape)):
-                group.append(e)
-                continue
+
+        def flush():
             if len(group) == 1:
                 self.eqn(out, group[0])
             elif group:
                 self.fused(out, group, uses)
-            group = []
-            if e is not None:
-                if TABLE[e.prim].kind == "elementwise" and e.outputs[0].shape != ():
-                    group = [e]
-                else:
-                    self.eqn(out, e)
+            group.clear()
+
+        for e in eqns:
+            if id(e) in unrolled:
+                flush()
+                self.unrolled(out, e, stored)
+            elif TABLE[e.prim].kind == "elementwise" and e.outputs[0].shape != ():
+                if group and e.outputs[0].shape != group[0].outputs[0].shape:
+                    flush()
+                group.append(e)
+            else:
+                flush()
+                self.eqn(out, e)
+        flush()
+
+    # -- unrolled equations (small values in a step) ------------------------------------------
+    def unrollable(self, e: Eqn):
+        if not self.unroll or any(not 0 < v.size <= SMALL_SIZE for v in e.outputs):
+            return False
+        if TABLE[e.prim].kind == "elementwise":
+            return True
+        if e.prim in REDUCE:
+            return e.inputs[0].size <= SMALL_SIZE
+        if e.prim == "matmul":
+            a, b = e.inputs
+            return (a.ndim <= 2 and b.ndim <= 2 and 0 < a.shape[-1] <= SMALL_K and
+                    a.dtype == b.dtype == e.outputs[0].dtype and a.dtype.kind == "f")
+        if e.prim == "index":
+            return len(e.inputs) == 1                 # static indices only
+        return e.prim in ("reshape", "transpose", "broadcast_to", "concatenate")
+
+    def plan_unrolled(self, eqns):
+        """Equations to unroll (by id), and the values they make that must also be stored to
+        a buffer (read by a loop nest or a call). Small loop-invariant inputs that unrolled
+        equations read are loaded into locals once, before the time loop."""
+        unrolled = {id(e) for e in eqns if self.unrollable(e)}
+        made = {v.id for e in eqns if id(e) in unrolled for v in e.outputs if v.shape != ()}
+        self.memory_reads |= {v.id for e in eqns if id(e) not in unrolled
+                              for v in e.inputs if isinstance(v, Var)}
+        stored = made & self.memory_reads
+        for e in eqns:
+            if id(e) not in unrolled:
+                continue
+            for v in e.inputs:
+                if (isinstance(v, Var) and v.id in self.invariant and v.id not in self.elems
+                        and 0 < v.size <= SMALL_SIZE and v.shape != ()):
+                    loads = [self.elem(v, index) for index in np.ndindex(*v.shape)]
+                    self.elems[v.id] = [f"{self.name(v)}_{k}" for k in range(v.size)]
+                    for local, load in zip(self.elems[v.id], loads):
+                        self.alloc(f"{local} = {load}")
+        return unrolled, stored
+
+    def unrolled(self, out: Lines, e: Eqn, stored):
+        """Straight-line code for `e`: computing equations bind one local per element, views
+        (index, reshape, ...) only rename the elements of their input."""
+        res = e.outputs[0]
+        kind = ("reduce" if e.prim in REDUCE else
+                "elementwise" if TABLE[e.prim].kind == "elementwise" else e.prim)
+        exprs = getattr(self, "u_" + kind)(e)
+        if res.shape == ():
+            out(f"{self.name(res)} = {exprs[0]}")
+            return
+        if kind in ("elementwise", "matmul", "reduce"):
+            names = [f"{self.name(res)}_{k}" for k in range(res.size)]
+            for name, expr in zip(names, exprs):
+                out(f"{name} = {expr}")
+            exprs = names
+        self.elems[res.id] = exprs
+        if res.id in stored:
+            self.copy_into(out, self.buffer(res, out), None, res, res.shape)
+
+    @staticmethod
+    def _bcast(v, index, shape):
+        """The element of `v` that broadcasting to `shape` puts at `index`."""
+        offset = len(shape) - len(v.shape)
+        return tuple(0 if s == 1 else index[offset + k] for k, s in enumerate(v.shape))
+
+    def u_elementwise(self, e: Eqn):
+        res = e.outputs[0]
+        return [self.cast(self.scalar_expr(e, [
+            self.lit_operand(e, v) if isinstance(v, Lit) else
+            self.elem(v, self._bcast(v, index, res.shape)) for v in e.inputs], short=True),
+            res.dtype) for index in np.ndindex(*res.shape)]
+
+    def u_matmul(self, e: Eqn):
+        a, b = e.inputs
+        exprs = []
+        for index in np.ndindex(*e.outputs[0].shape):
+            i = index[:1] if a.ndim == 2 else ()
+            j = index[-1:] if b.ndim == 2 else ()
+            exprs.append(" + ".join(f"{self.elem(a, i + (p,))} * {self.elem(b, (p,) + j)}"
+                                    for p in range(a.shape[-1])))
+        return exprs
+
+    def u_reduce(self, e: Eqn):
+        """Accumulated left to right, as the loop nest does; sums and products start from the
+        first element when no conversion is involved."""
+        x, res = e.inputs[0], e.outputs[0]
+        axes = e.p["axes"]
+        _, template, init = REDUCE[e.prim]
+        kept = [a for a in range(x.ndim) if a not in axes]
+        first = init is None or (e.prim in ("reduce_sum", "reduce_prod") and x.dtype == res.dtype)
+        exprs = []
+        for outer in np.ndindex(*[x.shape[a] for a in kept]):
+            full = dict(zip(kept, outer))
+            acc = None if first else literal_src(eval(init), res.dtype)
+            for inner in np.ndindex(*[x.shape[a] for a in axes]):
+                full.update(zip(axes, inner))
+                elem = self.elem(x, tuple(full[a] for a in range(x.ndim)))
+                acc = elem if acc is None else template.format(acc=acc, x=elem)
+            exprs.append(self.cast(acc, res.dtype))
+        return exprs
+
+    def u_index(self, e: Eqn):
+        x, spec = e.inputs[0], e.p["spec"]
+        exprs = []
+        for index in np.ndindex(*e.outputs[0].shape):
+            it = iter(index)
+            src = [s[1] if s[0] == "int" else s[1] + s[2] * next(it) for s in spec]
+            exprs.append(self.elem(x, tuple(src) + tuple(it)))
+        return exprs
+
+    def u_reshape(self, e: Eqn):
+        x = e.inputs[0]
+        return [self.elem(x, np.unravel_index(k, x.shape) if x.shape else ())
+                for k in range(e.outputs[0].size)]
+
+    def u_transpose(self, e: Eqn):
+        x, axes = e.inputs[0], e.p["axes"]
+        exprs = []
+        for index in np.ndindex(*e.outputs[0].shape):
+            src = [0] * x.ndim
+            for k, a in enumerate(axes):
+                src[a] = index[k]
+            exprs.append(self.elem(x, tuple(src)))
+        return exprs
+
+    def u_broadcast_to(self, e: Eqn):
+        x, res = e.inputs[0], e.outputs[0]
+        return [self.elem(x, self._bcast(x, index, res.shape)) for index in np.ndindex(*res.shape)]
+
+    def u_concatenate(self, e: Eqn):
+        axis = e.p["axis"]
+        exprs = []
+        for index in np.ndindex(*e.outputs[0].shape):
+            k = index[axis]
+            for x in e.inputs:
+                if k < x.shape[axis]:
+                    break
+                k -= x.shape[axis]
+            exprs.append(self.elem(x, index[:axis] + (k,) + index[axis + 1:]))
+        return exprs
 
     def fused(self, out: Lines, group, uses):
         """One loop nest for elementwise equations of one output shape; values used only inside
@@ -249,9 +435,9 @@ class Renderer:
             raise NotImplementedError(f"no CPU renderer for primitive {e.prim!r}")
         return method(out, e)
 
-    def scalar_expr(self, e: Eqn, operands):
+    def scalar_expr(self, e: Eqn, operands, short=False):
         if e.prim in FAST_SCALAR and e.outputs[0].dtype.kind == "f":
-            return FAST_SCALAR[e.prim].format(*operands)
+            return (SHORT_SCALAR if short else FAST_SCALAR)[e.prim].format(*operands)
         if e.prim == "convert":
             dt = e.p["dtype"]
             return f"({operands[0]} != 0)" if dt == np.bool_ else f"np.{dt.name}({operands[0]})"
@@ -598,6 +784,69 @@ def hoistable_matmuls(step: IR, seq_rows: dict, invariant: set):
     return found
 
 
+def in_place_outputs(step: IR, layout: Layout) -> set:
+    """Outputs kept last with taps (-1,) whose new state may overwrite the old one element by
+    element: every equation that reads the old state is elementwise over the state's shape and
+    comes no later than the one that makes the new state (in rendering order). Such an output
+    is read and written in row 0 of its ring, one array instead of two: half the memory
+    traffic of a large elementwise recurrence. -> their indices in `layout.outs`."""
+    if layout.parallel:
+        return set()
+    eqns = sink_elementwise(step.eqns)
+    made_by = {v.id: k for k, e in enumerate(eqns) for v in e.outputs}
+    taps = iter(step.inputs[layout.n_seq_args:layout.n_seq_args + layout.n_state_args])
+    found = set()
+    for j, (o, res) in enumerate(zip(layout.outs, step.outputs)):
+        old = [next(taps) for _ in o.taps]
+        if (o.keep != "last" or o.taps != (-1,) or not isinstance(res, Var) or
+                res.id not in made_by or res.shape != old[0].shape or
+                old[0].size <= SMALL_SIZE or sum(w is res for w in step.outputs) != 1 or
+                any(w is old[0] for w in step.outputs)):
+            continue
+        last = made_by[res.id]
+        readers = [k for k, e in enumerate(eqns) if any(w is old[0] for w in e.inputs)]
+        if all(k <= last and TABLE[eqns[k].prim].kind == "elementwise" and
+               eqns[k].outputs[0].shape == res.shape for k in readers + [last]):
+            found.add(j)
+    return found
+
+
+def carried_window(r: Renderer, j, bname, o, tap_vars):
+    """Keep the last L states of a small float output in locals across steps (registers,
+    not a store and a load per step): `carry<j>_<row>_<element>`, row 0 the oldest (tap -L).
+    The locals are loaded from the buffer's first L rows before the loop; the tap inputs read
+    them. -> the locals of each row, or None when the output stays in memory."""
+    if not o.taps or not tap_vars:
+        return None
+    v = tap_vars[0]
+    if v.dtype.kind != "f" or not 0 < v.size <= SMALL_SIZE or v.size * o.L > 4 * SMALL_SIZE:
+        return None
+    window = [[f"carry{j}_{row}_{k}" for k in range(v.size)] for row in range(o.L)]
+    for row, names in enumerate(window):
+        for name, index in zip(names, np.ndindex(*v.shape)):
+            r.alloc(f"{name} = {bname}[{_idx([str(row)] + [str(i) for i in index])}]")
+    for tap, w in zip(o.taps, tap_vars):
+        if w.shape == ():
+            r.names[w.id] = window[o.L + tap][0]
+        else:
+            r.elems[w.id] = window[o.L + tap]
+    return window
+
+
+def shift_windows(r: Renderer, out: Lines, windows, results):
+    """End of a step: every window drops its oldest row and takes the new state."""
+    new = {}
+    for j, window in windows:
+        v = results[j]
+        new[j] = [f"carry{j}_new_{k}" for k in range(len(window[0]))]
+        for name, index in zip(new[j], np.ndindex(*v.shape)):
+            out(f"{name} = {r.cast(r.elem(v, index), v.dtype)}")
+    for j, window in windows:
+        for older, newer in zip(window, window[1:] + [new[j]]):
+            for a, b in zip(older, newer):
+                out(f"{a} = {b}")
+
+
 def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True) -> str:
     """Render the loop function of a scan (and of scans nested in its step) into `module`.
 
@@ -607,8 +856,14 @@ def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True) -
     name = "scan_" + program_hash(step.fingerprint(), layout, hoist)
     if name in module.functions:
         return name
+    if layout.parallel and not hoist:
+        # a parallel map inside another scan's step (that may itself run under prange) runs
+        # serially: numba's threading layers do not all allow nested parallel regions
+        layout = replace(layout, parallel=False)
+    hoist = hoist and not layout.parallel
     r = Renderer(module)
     r.in_loop = True
+    r.unroll = True
     body = Lines()
     n_rng = len(layout.rng)
     seqs = _params(len(layout.seqs), "seq")
@@ -627,10 +882,18 @@ def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True) -
             v = next(inputs)
             seq_rows[v.id] = (sname, row)
             binds.append((v, f"{sname}[{row}]"))
-    for bname, o in zip(bufs, layout.outs):
-        for tap in o.taps:
+    windows = []                             # (output index, locals per window row)
+    in_place = in_place_outputs(step, layout)
+    for j, (bname, o) in enumerate(zip(bufs, layout.outs)):
+        tap_vars = [next(inputs) for _ in o.taps]
+        window = carried_window(r, j, bname, o, tap_vars) if not layout.parallel else None
+        if window is not None:
+            windows.append((j, window))
+        for tap, v in zip(o.taps, tap_vars):
             row = f"t + {o.L + tap}" if o.keep == "all" else f"(t + {o.L + tap}) % {o.rows}"
-            binds.append((next(inputs), f"{bname}[{row}]"))
+            row = "0" if j in in_place else row
+            if v.shape != () or window is None:
+                binds.append((v, f"{bname}[{row}]"))
     for pname in rest:
         v = next(inputs)
         r.names[v.id] = pname
@@ -642,8 +905,10 @@ def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True) -
 
     results = list(step.outputs)
     rows = []
-    for bname, o, v in zip(bufs, layout.outs, results):
-        if o.taps:
+    for j, (bname, o, v) in enumerate(zip(bufs, layout.outs, results)):
+        if j in in_place:
+            rows.append("0")
+        elif o.taps:
             rows.append(f"t + {o.L}" if o.keep == "all" else f"(t + {o.L}) % {o.rows}")
         else:
             rows.append("t" if o.keep == "all" else "0")
@@ -654,6 +919,7 @@ def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True) -
             r.alias[v.id] = f"{bname}[{row}]"
     invariant = {v.id for v in step.inputs[layout.n_seq_args + layout.n_state_args:
                                            len(step.inputs) - 2 * n_rng]}
+    r.invariant = invariant
     hoisted = hoistable_matmuls(step, seq_rows, invariant) if hoist else {}
     for k, (sname, row) in hoisted.items():
         e = step.eqns[k]
@@ -663,20 +929,39 @@ def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True) -
              f"dtype={dtype_src(res.dtype)})")
         body(f"np.dot({sname}, {r.name(b)}, {h})")
         binds.append((res, f"{h}[{row}]"))
-    body("n_run = n_steps")
-    body("for t in range(n_steps):")
-    body.indent()
+    if not layout.parallel:
+        body("n_run = n_steps")
+        body("for t in range(n_steps):")
+        body.indent()
+    step_body = Lines()
+    step_body.depth = body.depth
+    r.body(step_body, [e for k, e in enumerate(step.eqns) if k not in hoisted], results)
     for v, expr in binds:
-        body(f"{r.name(v)} = {expr}")
-    r.body(body, [e for k, e in enumerate(step.eqns) if k not in hoisted], results)
+        if v.id not in r.elems or v.id in r.memory_reads:   # rows read element-wise need no view
+            body(f"{r.name(v)} = {expr}")
+    body.lines += step_body.lines
     for bname, row, v in zip(bufs, rows, results):
         if not (isinstance(v, Var) and v.id in r.aliased):
             r.copy_into(body, bname, row, v, v.shape)
+    shift_windows(r, body, windows, results)
     if layout.until:
         body(f"if {r.name(results[-1])}:")
         body("    n_run = t + 1")
         body("    break")
+    text = r.alloc.text() + "\n" + body.text() if r.alloc.lines else body.text()
+    if layout.parallel:
+        # independent steps: one step per call of its own function (which allocates its
+        # temporaries), the steps spread over cores by prange
+        step_name = "step" + name[4:]
+        module.functions[step_name] = FUNCTION_TEMPLATE.format(
+            name=step_name, params=", ".join(["t"] + params[1:]), body=text)
+        module.functions[name] = PARALLEL_TEMPLATE.format(
+            name=name, params=", ".join(params), step=step_name, args=", ".join(params[1:]))
+        return name
     body.dedent()
+    for j in sorted(in_place):                # the ring's last row is (n_run - 1 + L) % rows
+        body("if n_run % 2 == 1:")
+        body(f"    {bufs[j]}[1] = {bufs[j]}[0]")
     body("return n_run")
     text = r.alloc.text() + "\n" + body.text() if r.alloc.lines else body.text()
     module.functions[name] = FUNCTION_TEMPLATE.format(name=name, params=", ".join(params),
