@@ -123,22 +123,23 @@ _LAST: dict = {}
 def traced_scan(sa: ScanArgs, compile=True):
     """(traced step, compiled loop, capture values): from the trace cache when the function
     and what it can see are unchanged (tracecache.py), else traced and compiled now.
-    `compile=False`: no CPU loop (the CUDA driver compiles its own kernel)."""
+    `compile=False`: no CPU loop (the CUDA driver compiles its own kernel); an entry traced
+    that way gets its loop when a later call asks for it."""
     signature = sa.signature()
-    last_key = (id(getattr(sa.fn, "__code__", sa.fn)), signature, compile)
+    last_key = (id(getattr(sa.fn, "__code__", sa.fn)), signature)
     last = _LAST.get(last_key)
     if last is not None and last[0] is sa.fn and guards_hold(last[1]):
-        return last[2].ts, last[2].fn, last[3]
+        return last[2].ts, _compiled(last[2], compile), last[3]
     guards = []
     key, arrays = function_key(sa.fn, guards)
     if key is not None:
-        key = (key, signature, compile)
+        key = (key, signature)
         hit = _SCANS.get(key)
         if hit is not None:
             captures = read_captures(sa.fn, hit.readers, hit.capture_avals)
             if captures is not None:
                 _LAST[last_key] = (sa.fn, guards, hit, captures)
-                return hit.ts, hit.fn, captures
+                return hit.ts, _compiled(hit, compile), captures
     ts = trace_step(sa)
     fn = compile_scan(ts.ir, ts.layout) if compile else None
     readers = capture_readers(ts.captures, arrays, ts.created) if key is not None else None
@@ -148,6 +149,12 @@ def traced_scan(sa: ScanArgs, compile=True):
         _SCANS[key] = CachedScan(ts, fn, readers, avals)
         _LAST[last_key] = (sa.fn, guards, _SCANS[key], ts.captures)
     return ts, fn, ts.captures
+
+
+def _compiled(entry: CachedScan, compile):
+    if compile and entry.fn is None:
+        entry.fn = compile_scan(entry.ts.ir, entry.ts.layout)
+    return entry.fn
 
 
 def scan_cpu(sa: ScanArgs):
