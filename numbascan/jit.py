@@ -295,7 +295,8 @@ def show(fn, *args, file=None, **scan_kwargs):
 
     `ns.show(f, *args)` shows the program of `f` (a `ns.jit` function, a derivative such as
     `ns.grad(loss)`, any function of arrays) for these arguments;
-    `ns.show(step, sequences=..., outputs_info=..., ...)` shows the loop `ns.scan` would compile.
+    `ns.show(step, sequences=..., outputs_info=..., ...)` shows the loop `ns.scan` would compile
+    (with `mode="cuda"`: the CUDA kernel and its pattern).
     """
     if isinstance(fn, JitFunction) or not scan_kwargs:
         ir, src = (fn if isinstance(fn, JitFunction) else JitFunction(fn)).source(*args)
@@ -305,7 +306,15 @@ def show(fn, *args, file=None, **scan_kwargs):
                        scan_kwargs.get("non_sequences"), scan_kwargs.get("n_steps"), -1,
                        scan_kwargs.get("go_backwards", False), None, False, False, None)
         ts = trace_step(sa)
-        ir, src = ts.ir, f"# layout: {ts.layout}\n" + scan_source(ts.ir, ts.layout)
+        if scan_kwargs.get("mode") == "cuda":         # the kernel mode="cuda" would launch
+            from .codegen.cuda import choose_pattern
+            from .gpu import kernel_source
+            pattern = choose_pattern(ts.ir, ts.layout)
+            src = f"# layout: {ts.layout}\n# kernel pattern: {pattern}\n" + kernel_source(
+                ts.ir, ts.layout, pattern)
+        else:
+            src = f"# layout: {ts.layout}\n" + scan_source(ts.ir, ts.layout)
+        ir = ts.ir
     text = f"# traced program\n{ir}\n\n# generated source\n{src}"
     print(text, file=file)
     return text

@@ -681,3 +681,12 @@ def test_kernels_compile_to_ptx():
                     + proc.stdout.strip())
     assert proc.returncode == 0, f"kernels that do not compile for a real GPU:\n{report}"
     assert "summary:" in proc.stdout and " 0 failed" in proc.stdout, report
+
+
+def test_show_prints_the_kernel(rng):
+    import io
+    S, x0 = rng.random((3, 100)), rng.random(100)
+    text = ns.show(lambda s, x: 2.5 * x * (1 - x) + s, sequences=S, outputs_info=x0,
+                   mode="cuda", file=io.StringIO())
+    assert "kernel pattern: Pattern(kind='elementwise'" in text
+    assert "@cuda.jit" in text and "for t in range(n_steps):" in text
