@@ -53,8 +53,10 @@ binomial_dev = cuda.jit(device=True)(binomial_scalar)
 {functions}
 '''
 
+# cache=True: numba-cuda keeps the compiled kernel next to the generated module (one per compute
+# capability), so a new process that renders the same kernel loads it instead of compiling
 KERNEL_TEMPLATE = '''\
-@cuda.jit
+@cuda.jit(cache=True)
 def {name}({params}):
 {body}
 '''
