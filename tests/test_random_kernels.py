@@ -264,3 +264,31 @@ def test_splitmix64_reference_value():
     # first output of SplitMix64 seeded with 0 (as in the reference C code)
     assert nr.splitmix64(0) == 0xE220A8397B1DCDAF
     assert int(nr.RandomStreams(0).key) == 0xE220A8397B1DCDAF
+
+
+def test_draws_stay_exact_after_generated_code_called_them(tmp_path):
+    """numba compiles a callee with its caller's fastmath flags and keeps that version: if a
+    generated loop that contracts multiply-adds compiled the draws first, uniform/normal lost
+    their last bits. In a new process with empty caches, draw in a compiled scan first."""
+    import os
+    import subprocess
+    import sys
+    script = '''
+import numpy as np, numbascan as ns, numbascan.random as nr
+rs = ns.RandomStreams(3)
+ns.scan(lambda x: 1.5 * x + 0.25 * rs.uniform(size=(4,), low=-3.5, high=7.25)
+        + 0.5 * rs.normal(size=(4,), avg=2.0, std=0.3), outputs_info=np.ones(4), n_steps=3,
+        mode="cpu")
+key = np.uint64(4825892087074085057)
+for kind, params, nb in (("uniform", (-3.5, 7.25), nr.uniform_nb),
+                         ("normal", (2.0, 0.3), nr.normal_nb)):
+    ref = nr.draw_numpy(key, 0, kind, (16,), params)
+    got = np.array([nb(key, np.uint64(i), *params) for i in range(16)])
+    assert (got.view(np.int64) == ref.view(np.int64)).all(), kind
+print("exact")
+'''
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+               NUMBASCAN_CACHE_DIR=str(tmp_path / "numbascan"))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0 and "exact" in out.stdout, out.stderr[-2000:]

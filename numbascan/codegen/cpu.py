@@ -59,11 +59,13 @@ SMALL_K = 16
 BLAS_MIN_WORK = 1024
 
 # fastmath "contract": a * b + c may become one fused multiply-add (one rounding, not two)
+CONTRACT = ', fastmath={"contract"}'
 FUNCTION_TEMPLATE = '''\
-@njit(cache=True, error_model="numpy", nogil=True, fastmath={{"contract"}})
-def {name}({params}):
-{body}
-'''
+@njit(cache=True, error_model="numpy", nogil=True{contract})
+def {{name}}({{params}}):
+{{body}}
+'''.format(contract=CONTRACT.replace("{", "{{").replace("}", "}}"))
+RANDOM_DRAWS = ("uniform_nb", "normal_nb", "binomial_nb")
 
 
 PARALLEL_TEMPLATE = '''\
@@ -120,7 +122,13 @@ class Module:
     functions: dict = field(default_factory=dict)
 
     def source(self, title):
-        return MODULE_TEMPLATE.format(title=title, functions="\n\n".join(self.functions.values()))
+        functions = "\n\n".join(self.functions.values())
+        if any(f"{draw}(" in functions for draw in RANDOM_DRAWS):
+            # numba compiles a callee with its caller's fastmath flags, and keeps that version
+            # for every later caller: a contracting caller would change the draws' last bits
+            # (they must equal the NumPy ones), so a module that draws does not contract
+            functions = functions.replace(CONTRACT, "")
+        return MODULE_TEMPLATE.format(title=title, functions=functions)
 
 
 def program_hash(*parts) -> str:
