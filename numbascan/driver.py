@@ -74,21 +74,25 @@ def as_argument(x):
     return x[()] if x.ndim == 0 else x
 
 
-def state_buffers(ts: TracedStep, sa: ScanArgs, n: int):
-    """One buffer per layout output, initial states written (layout.py explains the rows)."""
+def _write_rows(rows, init, shape):
+    rows[...] = np.reshape(init, shape)
+
+
+def state_buffers(ts: TracedStep, sa: ScanArgs, n: int, empty=np.empty,
+                  write_rows=_write_rows):
+    """One buffer per layout output, initial states written (layout.py explains the rows):
+    `empty(shape, dtype)` allocates it and `write_rows(rows, init, shape)` writes `init` into
+    its first rows (the CUDA driver passes device versions)."""
     bufs = []
     fed = iter(i for i in sa.inits if i is not None)
     shared_inits = iter(k.get_value(borrow=True) for k in ts.shared_states)
     avals = list(ts.out_avals) + [(k.dtype, k.shape) for k in ts.shared_states]
     for j, (o, (dtype, shape)) in enumerate(zip(ts.layout.outs, avals)):
         rows = o.rows if o.rows is not None else o.L + n
-        buf = np.empty((rows,) + tuple(shape), dtype)
+        buf = empty((rows,) + tuple(shape), dtype)
         if o.taps:
             init = next(fed) if j < ts.n_outputs else next(shared_inits)
-            if o.taps == (-1,):
-                buf[0] = init
-            else:
-                buf[:o.L] = init
+            write_rows(buf[0:o.L], init, (o.L,) + tuple(shape))
         bufs.append(buf)
     return bufs
 

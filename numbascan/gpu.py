@@ -113,18 +113,10 @@ def _copy_rows(cuda, dst, init, shape):
 
 
 def state_buffers(cuda, ts, sa, n):
-    bufs = []
-    fed = iter(i for i in sa.inits if i is not None)
-    shared_inits = iter(k.get_value(borrow=True) for k in ts.shared_states)
-    avals = list(ts.out_avals) + [(k.dtype, k.shape) for k in ts.shared_states]
-    for j, (o, (dtype, shape)) in enumerate(zip(ts.layout.outs, avals)):
-        rows = o.rows if o.rows is not None else o.L + n
-        buf = cuda.device_array((rows,) + tuple(shape), dtype)
-        if o.taps:
-            init = next(fed) if j < ts.n_outputs else next(shared_inits)
-            _copy_rows(cuda, buf[0:o.L], init, (o.L,) + tuple(shape))
-        bufs.append(buf)
-    return bufs
+    """`driver.state_buffers` on the device."""
+    from .driver import state_buffers as host_layout
+    return host_layout(ts, sa, n, empty=cuda.device_array,
+                       write_rows=lambda rows, init, shape: _copy_rows(cuda, rows, init, shape))
 
 
 def _row(buf, k):

@@ -43,7 +43,7 @@ def _check_axis(axis, ndim, what):
     return int(axis) % ndim
 
 
-def _move_axis(x, source, destination):
+def _move_axis(x, source, destination, what):
     if source == destination:
         return x
     if isinstance(x, Tracer):
@@ -51,7 +51,8 @@ def _move_axis(x, source, destination):
         order.insert(destination, source)
         return np.transpose(x, order)
     if _is_device_array(x):
-        raise ValueError("vmap: a device array can only be batched along axis 0")
+        raise ValueError(f"vmap: {what}: a device array can only have its batch axis at 0, "
+                         f"found axis {source if destination == 0 else destination}")
     return np.moveaxis(x, source, destination)
 
 
@@ -80,7 +81,7 @@ def vmap(f, in_axes=0, out_axes=0):
                 raise ValueError(f"vmap: argument {i}: in_axes asks for axis {axis}, found a "
                                  f"value without axes ({type(x).__name__})")
             axis = _check_axis(axis, x.ndim, f"in_axes of argument {i}")
-            seqs.append(_move_axis(x, axis, 0))
+            seqs.append(_move_axis(x, axis, 0, f"in_axes of argument {i}"))
             seq_pos.append(i)
             sizes[i] = x.shape[axis]
         if not seqs:
@@ -113,7 +114,7 @@ def vmap(f, in_axes=0, out_axes=0):
                              f"found {out_axes!r}")
         oaxes = _per_argument(out_axes, len(outs), "out_axes") if kind is not None else \
             [out_axes[0] if isinstance(out_axes, (list, tuple)) else out_axes]
-        moved = [_move_axis(o, 0, _check_axis(ax, o.ndim, "out_axes"))
+        moved = [_move_axis(o, 0, _check_axis(ax, o.ndim, "out_axes"), "out_axes")
                  for o, ax in zip(outs, oaxes)]
         if kind is None:
             return moved[0]

@@ -116,3 +116,20 @@ def run_both(fn, *, scan=None, reset=None, extra_inputs=(), **kwargs):
 def rng(request):
     """A NumPy generator seeded by the test's name: fresh random inputs, reproducible."""
     return np.random.default_rng(zlib.crc32(request.node.name.encode()))
+
+
+@pytest.fixture
+def kernel_patterns(monkeypatch):
+    """The patterns of the CUDA kernels mode="cuda" compiles (or takes from its cache) during a
+    test, in order."""
+    from numbascan import gpu
+    seen = []
+    compile_kernel = gpu.compile_kernel
+
+    def recording(step, layout, pattern):
+        seen.append(pattern)
+        return compile_kernel(step, layout, pattern)
+
+    monkeypatch.setattr(gpu, "compile_kernel", recording)
+    return seen
+

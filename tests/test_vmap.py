@@ -590,20 +590,6 @@ def make_cuda_rnn(mode):
     return f
 
 
-@pytest.fixture
-def kernel_patterns(monkeypatch):
-    """The patterns of the CUDA kernels compiled (or taken from the cache) during a test."""
-    from numbascan import gpu
-    seen = []
-    compile_kernel = gpu.compile_kernel
-
-    def recording(step, layout, pattern):
-        seen.append(pattern)
-        return compile_kernel(step, layout, pattern)
-    monkeypatch.setattr(gpu, "compile_kernel", recording)
-    return seen
-
-
 @pytest.mark.parametrize("hidden, per", [(3, "thread"), (20, "block")])
 def test_cuda_batched_kernel(rng, kernel_patterns, hidden, per):
     args = rnn_data(rng, batch=2, steps=3, hidden=hidden)
@@ -644,3 +630,12 @@ def test_cuda_random_streams(rng):
     ref = loop_reference(make_noisy(ns.RandomStreams(11), mode="python"), (X,), 0)
     rtol, atol = _cuda_tol()
     check(out, ref, rtol=rtol, atol=atol)
+
+
+def test_a_device_array_batched_along_another_axis_is_an_error_naming_it(rng):
+    from numba import cuda
+    X = rng.standard_normal((3, 4))
+    dX = cuda.to_device(X)
+    with pytest.raises(ValueError, match=r"in_axes of argument 0: .*batch axis at 0, found axis 1"):
+        ns.vmap(lambda x: x * 2.0, in_axes=1)(dX)
+    np.testing.assert_array_equal(dX.copy_to_host(), X)

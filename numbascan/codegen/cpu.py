@@ -714,21 +714,32 @@ class Renderer:
     def r_random(self, out: Lines, e: Eqn):
         key, base = (self.name(v) for v in e.inputs)
         res, p = e.outputs[0], e.p
-        fn = {"uniform": "uniform_nb", "normal": "normal_nb", "binomial": "binomial_nb"}[p["kind"]]
+        fn = self.RANDOM_FUNCTIONS[p["kind"]]
         width = p["dist"][0] if p["kind"] == "binomial" else 1
         args = ", ".join(repr(a) for a in p["dist"])
         if res.shape == ():
             out(f"{self.name(res)} = {fn}({key}, {base} + np.uint64({p['offset']}), {args})")
             return
         R = self.buffer(res, out)
-        f = self.fresh("f")
-        out(f"for {f} in range({res.size}):")
-        out(f"    {R}[{_idx(self._unravel(f, res.shape))}] = {fn}({key}, {base} + "
+        (f,) = self.outer_loops(out, (res.size,))
+        out(f"{R}[{_idx(self._unravel(f, res.shape))}] = {fn}({key}, {base} + "
             f"np.uint64({p['offset']}) + np.uint64({f} * {width}), {args})")
+        self.close_outer(out, (res.size,))
+
+    # how a scan inside a program or a step is rendered: its loop function, the storage of its
+    # buffers, the arguments added to its call (the CUDA renderer replaces these)
+    RANDOM_FUNCTIONS = {"uniform": "uniform_nb", "normal": "normal_nb", "binomial": "binomial_nb"}
+    NESTED_SCAN_ARGS: tuple = ()
+
+    def nested_scan(self, step, layout):
+        return render_scan_function(self.module, step, layout, hoist=not self.in_loop)
+
+    def scan_buffer(self, name, shape, dtype):
+        self.alloc(f"{name} = np.empty({tuple(shape)!r}, dtype={dtype_src(dtype)})")
 
     def r_scan(self, out: Lines, e: Eqn):
         step, layout, n = e.p["step"], e.p["layout"], e.p["n_steps"]
-        fname = render_scan_function(self.module, step, layout, hoist=not self.in_loop)
+        fname = self.nested_scan(step, layout)
         ns = len(layout.seqs)
         seqs = [self.name(v) for v in e.inputs[:ns]]
         inits = iter(e.inputs[ns:])
@@ -737,7 +748,7 @@ class Renderer:
             rows = o.rows if o.rows is not None else o.L + n
             shape = (rows,) + (res.shape if o.keep == "last" else res.shape[1:])
             b = self.fresh("sbuf")
-            self.alloc(f"{b} = np.empty({shape!r}, dtype={dtype_src(res.dtype)})")
+            self.scan_buffer(b, shape, res.dtype)
             bufs.append(b)
             if o.taps:
                 init = next(inits)
@@ -745,9 +756,11 @@ class Renderer:
                     self.copy_into(out, b, "0", init, shape[1:])
                 else:
                     self.copy_into(out, b, None, init, (o.L,) + shape[1:])
+        self.barrier(out)
         rest = [self.name(v) for v in e.inputs[ns + sum(1 for o in layout.outs if o.taps):]]
         nrun = self.fresh("nrun")
-        out(f"{nrun} = {fname}({n}, {', '.join(seqs + bufs + rest)})")
+        args = seqs + bufs + rest + list(self.NESTED_SCAN_ARGS)
+        out(f"{nrun} = {fname}({n}, {', '.join(args)})")
         for o, res, b in zip(layout.outs, e.outputs, bufs):
             if o.keep == "last":
                 row = f"({nrun} - 1 + {o.L}) % {o.rows}" if o.taps else "0"

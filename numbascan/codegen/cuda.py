@@ -242,53 +242,18 @@ class CudaRenderer(Renderer):
             f"{self.name(x)}[{_idx(self._unravel(f, x.shape))}]")
         self.close_outer(out, (res.size,))
 
-    def r_random(self, out, e):
-        key, base = (self.name(v) for v in e.inputs)
-        res, p = e.outputs[0], e.p
-        fn = RANDOM_DEVICE[p["kind"]]
-        width = p["dist"][0] if p["kind"] == "binomial" else 1
-        args = ", ".join(repr(a) for a in p["dist"])
-        if res.shape == ():
-            out(f"{self.name(res)} = {fn}({key}, {base} + np.uint64({p['offset']}), {args})")
-            return
-        R = self.buffer(res, out)
-        (f,) = self.outer_loops(out, (res.size,))
-        out(f"{R}[{_idx(self._unravel(f, res.shape))}] = {fn}({key}, {base} + "
-            f"np.uint64({p['offset']}) + np.uint64({f} * {width}), {args})")
-        self.close_outer(out, (res.size,))
+    RANDOM_FUNCTIONS = RANDOM_DEVICE
+    NESTED_SCAN_ARGS = ("lane",)
 
-    def r_scan(self, out, e):
-        step, layout, n = e.p["step"], e.p["layout"], e.p["n_steps"]
+    def nested_scan(self, step, layout):
         fname = render_scan_device(self.module, step, layout, self.lanes)
         if fname not in self.devices:         # its shared arrays exist once per block
             self.devices.add(fname)
             self.declared_bytes += self.module.shared_bytes.get(fname, 0)
-        ns = len(layout.seqs)
-        seqs = [self.name(v) for v in e.inputs[:ns]]
-        inits = iter(e.inputs[ns:])
-        bufs = []
-        for o, res in zip(layout.outs, e.outputs):
-            rows = o.rows if o.rows is not None else o.L + n
-            shape = (rows,) + (res.shape if o.keep == "last" else res.shape[1:])
-            b = self.fresh("sbuf")
-            self.declare(b, shape, res.dtype)
-            bufs.append(b)
-            if o.taps:
-                init = next(inits)
-                if o.taps == (-1,):
-                    self.copy_into(out, b, "0", init, shape[1:])
-                else:
-                    self.copy_into(out, b, None, init, (o.L,) + shape[1:])
-        self.barrier(out)
-        rest = [self.name(v) for v in e.inputs[ns + sum(1 for o in layout.outs if o.taps):]]
-        nrun = self.fresh("nrun")
-        out(f"{nrun} = {fname}({n}, {', '.join(seqs + bufs + rest + ['lane'])})")
-        for o, res, b in zip(layout.outs, e.outputs, bufs):
-            if o.keep == "last":
-                row = f"({nrun} - 1 + {o.L}) % {o.rows}" if o.taps else "0"
-                out(f"{self.name(res)} = {b}[{row}]")
-            else:
-                out(f"{self.name(res)} = {b}[{o.L}:]" if o.taps else f"{self.name(res)} = {b}")
+        return fname
+
+    def scan_buffer(self, name, shape, dtype):
+        self.declare(name, shape, dtype)
 
 
 class ElementwiseRenderer(CudaRenderer):
@@ -442,6 +407,19 @@ class SharedMemoryExceeded(ValueError):
     pass
 
 
+def _time_loop(r: CudaRenderer, body: Lines, step, layout, bufs, binds, rows, results):
+    """`for t in range(n_steps)` over the step; `n_run` counts the steps run (ns.until)."""
+    body("n_run = n_steps")
+    body("for t in range(n_steps):")
+    body.indent()
+    _step_body(r, body, step, layout, bufs, binds, rows, results)
+    if layout.until:
+        body(f"if {r.name(results[-1])}:")
+        body("    n_run = t + 1")
+        body("    break")
+    body.dedent()
+
+
 def _finish(module: Module, r: CudaRenderer, template, name, params, body: Lines):
     if r.declared_bytes > SHARED_BYTES and r.lanes > 1:
         raise SharedMemoryExceeded(
@@ -459,16 +437,7 @@ def render_scan_device(module: Module, step: IR, layout: Layout, lanes: int) -> 
     r = CudaRenderer(module, lanes)
     seqs, bufs, rest, rng = _signature(layout)
     body = Lines()
-    binds, rows, results = _bind_step(r, step, layout, seqs, bufs, rest)
-    body("n_run = n_steps")
-    body("for t in range(n_steps):")
-    body.indent()
-    _step_body(r, body, step, layout, bufs, binds, rows, results)
-    if layout.until:
-        body(f"if {r.name(results[-1])}:")
-        body("    n_run = t + 1")
-        body("    break")
-    body.dedent()
+    _time_loop(r, body, step, layout, bufs, *_bind_step(r, step, layout, seqs, bufs, rest))
     body("return n_run")
     _finish(module, r, DEVICE_TEMPLATE, name, ["n_steps"] + seqs + bufs + rest + rng + ["lane"],
             body)
@@ -500,20 +469,7 @@ def render_scan_kernel(module: Module, step: IR, layout: Layout, pattern: Patter
         _step_body(r, body, step, layout, bufs, binds, rows, results)
     else:
         body("lane = cuda.threadIdx.x")
-        if pattern.lanes == 1:
-            # one thread runs the scan, however many were launched (a block's worth when the
-            # step fell back from lanes > 1): others would race it on the buffers' rows
-            body("if lane > 0:")
-            body("    return")
-        body("n_run = n_steps")
-        body("for t in range(n_steps):")
-        body.indent()
-        _step_body(r, body, step, layout, bufs, binds, rows, results)
-        if layout.until:
-            body(f"if {r.name(results[-1])}:")
-            body("    n_run = t + 1")
-            body("    break")
-        body.dedent()
+        _time_loop(r, body, step, layout, bufs, binds, rows, results)
         body("if lane == 0:")
         body("    n_run_out[0] = n_run")
     _finish(module, r, KERNEL_TEMPLATE, name, params, body)
