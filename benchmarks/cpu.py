@@ -10,7 +10,8 @@ and numbascan peers are generated; the hand-written numba loop is written out fo
 kinds of workload (gradients, compile time, call overhead) can be added to ``WORKLOADS`` with
 their own peer builders: G1 and G2 (reverse- and forward-mode derivatives of W1) do, and their times
 are also shown relative to the same peer's W1 forward pass. O1 times tiny cached calls in
-microseconds. Measurements made outside this process are ``Probe`` records in ``PROBES``: C1
+microseconds, J1 calls of an ``ns.jit`` function whose until-scan runs a different number of
+steps at every call. Measurements made outside this process are ``Probe`` records in ``PROBES``: C1
 (a new process to its first W1 result, with empty and with warm caches) and M1, M2 (peak memory
 of one call, each in its own process).
 """
@@ -23,6 +24,7 @@ import math
 import os
 import statistics
 import sys
+import time
 import warnings
 from typing import Any, Callable, Mapping
 
@@ -647,6 +649,289 @@ O1_PEERS = {**RNN_PEERS, "numbascan": o1_numbascan(jit=False),
 
 
 # ============================================================================================
+# J1: an ns.jit function whose until-scan runs a different number of steps at every call.
+# A random walk x(t) = x(t-1) + d_t stops with ns.until in the step where |x| leaves a band;
+# the inputs are increment sequences whose walks all stop after different numbers of steps.
+# Such a call should cost what O1's cached call costs: the trip count is data, not part of the
+# program. The figure is the median of calls that each run a number of steps the function has
+# not run before (in this process, and, for numbascan, with an empty on-disk cache: the fixed
+# seed gives every run of the benchmark the same trip counts, which a user's data would not).
+
+
+def walk_limit(T: int) -> float:
+    """Half-width of the band: a walk of standard normal steps leaves it after ~T/4 steps."""
+    return 0.5 * math.sqrt(T)
+
+
+def walk_python(D, x0, limit):
+    """The reference: the last state and the number of steps run (the step that left the band
+    is kept, as with ns.until)."""
+    x, n = x0, 0
+    for t in range(D.shape[0]):
+        x = x + D[t]
+        n = t + 1
+        if abs(x) > limit:
+            break
+    return x, n
+
+
+@numba.njit
+def walk_numba(D, x0, limit):
+    x, n = x0, 0
+    for t in range(D.shape[0]):
+        x = x + D[t]
+        n = t + 1
+        if abs(x) > limit:
+            break
+    return x, n
+
+
+def walk_inputs(sizes: Mapping[str, int], rng: np.random.Generator) -> dict:
+    """``sizes["inputs"]`` increment sequences of length T (the bound on the steps) whose walks
+    leave the band before T steps, each after a number of steps no other one has."""
+    T, count = sizes["T"], sizes["inputs"]
+    x0, limit = np.array(0.0), np.array(walk_limit(T))
+    Ds, trips = [], []
+    for _ in range(200 * count):
+        D = rng.standard_normal(T)
+        n = walk_python(D, x0, limit)[1]
+        if n < T and n not in trips:
+            Ds.append(D)
+            trips.append(n)
+            if len(Ds) == count:
+                break
+    else:
+        raise RuntimeError(f"J1: found only {len(Ds)} walks with distinct trip counts")
+    return {"Ds": Ds, "x0": x0, "limit": limit, "trips": trips}
+
+
+# {peer: figures of the J1 timer}, printed under the table.
+J1_REPORT: dict[str, dict[str, Any]] = {}
+# NUMBASCAN_CACHE_DIR as it was before J1's builders changed it ([] when unchanged), and the
+# folders they made.
+_J1_ENV: list[str | None] = []
+_J1_DIRS: list[str] = []
+
+
+def _j1_empty_cache():
+    """Point numbascan's on-disk cache at a new empty folder until ``j1_restore_env``."""
+    import tempfile
+
+    if not _J1_ENV:
+        _J1_ENV.append(os.environ.get("NUMBASCAN_CACHE_DIR"))
+    _J1_DIRS.append(tempfile.mkdtemp(prefix="numbascan-j1-"))
+    os.environ["NUMBASCAN_CACHE_DIR"] = _J1_DIRS[-1]
+
+
+def j1_restore_env():
+    """Undo ``_j1_empty_cache`` and delete its folders; a no-op when nothing was changed."""
+    import shutil
+
+    if _J1_ENV:
+        old = _J1_ENV.pop()
+        if old is None:
+            os.environ.pop("NUMBASCAN_CACHE_DIR", None)
+        else:
+            os.environ["NUMBASCAN_CACHE_DIR"] = old
+    while _J1_DIRS:
+        shutil.rmtree(_J1_DIRS.pop(), ignore_errors=True)
+
+
+def _trace_counter():
+    """A class whose attribute ``n`` counts runs of a Python body that numbascan or jax only runs
+    while tracing. A class, because numbascan's trace cache keys a class a function can see by
+    identity: a count kept in a list or a closure's int would be part of the key, and changing
+    it would itself force a retrace."""
+    return type("TraceCount", (), {"n": 0})
+
+
+class _Cycle:
+    """``call()`` runs ``fn`` on the next prepared input (cycling through them) and keeps the
+    first result of each for the agreement check."""
+
+    def __init__(self, peer, fn, args, inp, counter=None):
+        self.peer, self.fn, self.args, self.inp, self.counter = peer, fn, args, inp, counter
+        self.k = 0
+        self.first = [None] * len(args)
+        self.first_call_s = None  # the first call alone (compilation included), in seconds
+        self._built = time.perf_counter()
+
+    def __call__(self):
+        k = self.k
+        self.k = k + 1 if k + 1 < len(self.args) else 0
+        out = self.fn(*self.args[k])
+        if self.first[k] is None:
+            self.first[k] = out
+            if self.first_call_s is None:
+                self.first_call_s = time.perf_counter() - self._built
+        return out
+
+    def traces(self):
+        return None if self.counter is None else self.counter.n
+
+    def check(self, again=False, rtol=1e-8, atol=1e-12):
+        """Every input's first result (``again``: a new call on it) against the reference;
+        raises on a difference."""
+        for k, out in enumerate(self.first):
+            if again:
+                out = self.fn(*self.args[k])
+            ref = np.asarray(walk_python(self.inp["Ds"][k], self.inp["x0"], self.inp["limit"]),
+                             dtype=np.float64)
+            got = np.asarray(out, dtype=np.float64)
+            if got.shape != ref.shape or not np.allclose(got, ref, rtol=rtol, atol=atol):
+                raise RuntimeError(f"MISMATCH on input {k} of {len(self.first)}"
+                                   f"{' (called again)' if again else ''}: (last state, steps) "
+                                   f"{got.tolist()} != reference {ref.tolist()}")
+
+
+def j1_timer(call: _Cycle) -> tuple[float, int]:
+    """The table's figure: the median of one call on each input not run yet (the harness's
+    warm-up call ran the first), each timed alone, every one a trip count new to the function.
+    Then every input's result is checked, and calls cycling through the inputs again (trip
+    counts run before) are timed as O1's are (``time_per_call``), or, when a call takes over a
+    millisecond, as the workload rows' (``time_callable``); those go to the J1 report. Last,
+    one more call on every input is checked (a cache must not hand back another input's
+    result)."""
+    try:
+        first_traces = call.traces()
+        new_s = []
+        for _ in range(len(call.args) - 1):
+            t0 = time.perf_counter()
+            call()
+            new_s.append(time.perf_counter() - t0)
+        call.check()
+        new_traces = None if first_traces is None else call.traces() - first_traces
+        before = call.traces()
+        new_med = statistics.median(new_s)
+        again_med, again_n = (time_callable if new_med > 1e-3 else time_per_call)(call)
+        again_traces = None if before is None else call.traces() - before
+        call.check(again=True)
+        J1_REPORT[call.peer] = {
+            "first_call_s": call.first_call_s, "first_traces": first_traces,
+            "new_calls": len(new_s), "new_s": new_med, "new_traces": new_traces,
+            "again_calls": again_n, "again_s": again_med,
+            "again_traces": again_traces}
+    finally:
+        j1_restore_env()
+    return new_med, len(new_s)
+
+
+def _j1_args(inp):
+    return [(D, inp["x0"], inp["limit"]) for D in inp["Ds"]]
+
+
+def j1_python(inp):
+    return _Cycle("python", walk_python, _j1_args(inp), inp)
+
+
+def j1_numba(inp):
+    args = [(D, float(x0), float(limit)) for D, x0, limit in _j1_args(inp)]
+    return _Cycle("numba-hand", walk_numba, args, inp)
+
+
+def j1_numbascan(jit: bool):
+    """Eager ``ns.scan`` with ``ns.until`` (its step counts its traces), or an ``ns.jit``
+    function doing that scan and returning the last state and the number of steps (the
+    function's body counts its traces)."""
+
+    def build(inp):
+        ns = _numbascan()
+        if jit and not hasattr(ns, "jit"):
+            raise Skip("numbascan.jit is not available")
+        counter = _trace_counter()
+
+        def walk_step(d_t, x, limit):
+            x = x + d_t
+            return x, ns.until(np.abs(x) > limit)
+
+        def counted_step(d_t, x, limit):  # the eager peer's step: counts its traces
+            counter.n += 1
+            return walk_step(d_t, x, limit)
+
+        if jit:
+            @ns.jit
+            def walk(D, x0, limit):
+                counter.n += 1
+                xs, _ = ns.scan(walk_step, sequences=D, outputs_info=x0, non_sequences=limit)
+                return xs[-1], xs.shape[0]
+        else:
+            def walk(D, x0, limit):
+                xs, _ = ns.scan(counted_step, sequences=D, outputs_info=x0,
+                                non_sequences=limit, mode="cpu")
+                return xs[-1], xs.shape[0]
+
+        _j1_empty_cache()
+        return _Cycle("numbascan-jit" if jit else "numbascan", walk, _j1_args(inp), inp,
+                      counter)
+
+    return build
+
+
+def j1_jax(inp):
+    """``jax.jit`` of ``lax.while_loop``: the carry holds the step count and whether the last
+    step left the band."""
+    jax, jnp = _jax()
+    cpu = jax.devices("cpu")[0]
+    counter = _trace_counter()
+
+    @jax.jit
+    def walk(D, x0, limit):
+        counter.n += 1
+
+        def cond(carry):
+            t, _, out = carry
+            return (t < D.shape[0]) & ~out
+
+        def body(carry):
+            t, x, _ = carry
+            x = x + D[t]
+            return t + 1, x, jnp.abs(x) > limit
+
+        t, x, _ = jax.lax.while_loop(cond, body, (jnp.int64(0), x0, jnp.bool_(False)))
+        return x, t
+
+    args = [tuple(jax.device_put(a, cpu) for a in arg) for arg in _j1_args(inp)]
+    return _Cycle("jax", lambda *a: jax.block_until_ready(walk(*a)), args, inp, counter)
+
+
+def _j1_not_written(inp):
+    raise Skip("no J1 builder for this peer")
+
+
+J1_PEERS = {
+    "jax": j1_jax,
+    "pytensor-numba": _j1_not_written,
+    "pytensor-cvm": _j1_not_written,
+    "numba-hand": j1_numba,
+    "python": j1_python,
+    "numbascan": j1_numbascan(jit=False),
+    "numbascan-jit": j1_numbascan(jit=True),
+}
+
+
+def j1_report(peers) -> str:
+    """Per peer: its first call, the calls on new trip counts, the calls cycling through the
+    inputs again, and how often its traced body ran in each."""
+    def count(n):
+        return "—" if n is None else str(n)
+
+    rows = []
+    for p in peers:
+        r = J1_REPORT.get(p)
+        if r is None:
+            continue
+        rows.append(f"| {p} | {r['first_call_s']:.3g} | {count(r['first_traces'])} | "
+                    f"{r['new_calls']} | {r['new_s'] * 1e6:.3g} | {count(r['new_traces'])} | "
+                    f"{r['again_calls']} | {r['again_s'] * 1e6:.3g} | "
+                    f"{count(r['again_traces'])} |")
+    if not rows:
+        return ""
+    head = ["| peer | first call s | traces | new trip count: calls | µs per call | traces | "
+            "trip count run before: calls | µs per call | traces |", "|" + "---|" * 9]
+    return "\n".join(head + rows)
+
+
+# ============================================================================================
 # C1: from a new process to the first W1 result, import and compile included.
 # Each peer runs in a child process whose script reads W1's inputs from a file and computes W1
 # once. Every cache a peer keeps on disk (numbascan's, numba's, PyTensor's) points into a fresh
@@ -1112,6 +1397,9 @@ WORKLOADS = [
     Workload("O1", "per-call overhead: W1's RNN, tiny, cached",
              sizes={"T": 10, "H": 4}, quick_sizes={"T": 10, "H": 4},
              make_inputs=rnn_inputs, peers=O1_PEERS, unit="µs", timer=time_per_call),
+    Workload("J1", "ns.jit function with an until-scan, a different trip count at every call",
+             sizes={"T": 1000, "inputs": 50}, quick_sizes={"T": 200, "inputs": 10},
+             make_inputs=walk_inputs, peers=J1_PEERS, unit="µs", timer=j1_timer),
 ]
 
 PROBES = [
@@ -1137,6 +1425,9 @@ SECTIONS = [
     ("C1: seconds from a new process's first line to its first W1 result (import, compile and "
      "the call; cold: empty caches, warm: caches from the cold run)", "s", ("C1",)),
     ("O1: cached call overhead (µs per call), T=10, H=4", "µs", ("O1",)),
+    ("J1: an ns.jit function whose until-scan (a random walk stopping when it leaves a band, at "
+     "most T steps) runs a different number of steps at every call (µs per call)", "µs",
+     ("J1",)),
     ("M1, M2: peak allocation of one call (MB above the resident size before it; expected: the "
      "states that must be alive at once x 8 bytes)", "MB", ("M1", "M2")),
 ]
@@ -1223,7 +1514,7 @@ def report_sections(items, all_results, quick: bool, peers):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", help="comma-separated ids, e.g. W1,W3 (a letter selects every id "
-                    "starting with it: W, G, C, O, M)")
+                    "starting with it: W, G, C, O, J, M)")
     ap.add_argument("--peers", help=f"comma-separated peers (default: all of {','.join(PEERS)})")
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
@@ -1265,15 +1556,26 @@ def main(argv=None) -> int:
         if isinstance(item, Probe):
             all_results.update(run_probe(item, args.quick, REFERENCE, peers, log=log))
         else:
-            all_results[item.id] = run_workload(item, args.quick, REFERENCE, peers, log=log)
+            try:
+                all_results[item.id] = run_workload(item, args.quick, REFERENCE, peers, log=log)
+            finally:
+                j1_restore_env()  # J1's builders point numbascan's cache at an empty folder
     workloads = [x for x in items if isinstance(x, Workload)]
     fwd_table = ""
     if any(w.id in FORWARD_OF for w in workloads):
         fwd_table = forward_ratios(workloads, all_results, args.quick, peers, log=log)
     sections = report_sections(items, all_results, args.quick, peers)
-    for title, _, _, table in sections:
+    for title, _, rows, table in sections:
         print(f"\n## {title}\n")
         print(table)
+        j1_table = j1_report(peers) if any(r[0].startswith("J1 ") for r in rows) else ""
+        if j1_table:
+            print("\nJ1 by peer: the first call; one call on each other input, timed alone (a "
+                  "trip count new to the function: the table's figure); then calls cycling "
+                  "through the inputs again. `traces`: how often the traced Python body ran "
+                  "(the function's for numbascan-jit and jax, the step's for numbascan; — : "
+                  "nothing is traced).\n")
+            print(j1_table)
     if fwd_table:
         print("\n## Derivative time over the same peer's forward pass (W1, same inputs; "
               "goal for numbascan's reverse mode, G1: <= 3)\n")
