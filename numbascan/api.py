@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,10 +21,12 @@ from . import random as nsrandom
 from .ir import IR, dead_code_elimination
 from .layout import Layout, OutLayout, SeqLayout
 from .shared import Shared, Updates, _PYTHON_STATES
-from .trace import Trace, Tracer, TracingError, current_trace, with_traced_captures
+from .trace import RunTracer, Trace, Tracer, TracingError, current_trace, with_traced_captures
 
 MODES = ("cpu", "python", "cuda")
-_MODE_OVERRIDE: list[str] = []
+# The mode of a scan without `mode=` in this context (None: NUMBASCAN_MODE); a python-mode scan
+# sets it to "python" while its steps run, so scans inside them run in python mode too.
+_MODE: ContextVar = ContextVar("numbascan_mode", default=None)
 
 
 class until:
@@ -41,10 +45,20 @@ class ScanError(ValueError):
 
 def resolve_mode(mode):
     if mode is None:
-        mode = _MODE_OVERRIDE[-1] if _MODE_OVERRIDE else os.environ.get("NUMBASCAN_MODE", "cpu")
+        mode = _MODE.get() or os.environ.get("NUMBASCAN_MODE", "cpu")
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}, found {mode!r}")
     return mode
+
+
+@contextlib.contextmanager
+def default_mode(mode):
+    """Inside this block, in this context only, a scan without `mode=` runs in `mode`."""
+    token = _MODE.set(mode)
+    try:
+        yield
+    finally:
+        _MODE.reset(token)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -82,6 +96,11 @@ def _is_device_array(x):
                                               hasattr(x, "copy_to_host"))
 
 
+def _length(seq):
+    """A sequence's number of rows; for the rows of an until-scan, their bound."""
+    return seq.var.shape[0] if isinstance(seq, Tracer) else len(seq)
+
+
 def _taps(raw, what, default):
     if raw is None:
         return default
@@ -113,7 +132,6 @@ class ScanArgs:
     parallel: bool = False     # steps independent of each other (ns.vmap's map)
     mode: str = None           # as asked for; recorded on scan equations of traced programs
     state_avals: list = field(default_factory=list)   # per fed-back output: (dtype, step shape)
-    has_until: bool = False                            # found out when the step runs or is traced
 
     def signature(self):
         """Everything about the arguments that shapes the traced step (not n_steps)."""
@@ -204,11 +222,11 @@ def normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_grad
 
     nonseqs = [_value(v, f"non_sequences[{i}]") for i, v in enumerate(_as_list(non_sequences))]
 
-    max_steps = [len(s) - sl.m - sl.M for s, sl in zip(seqs, seq_layouts)]
+    max_steps = [_length(s) - sl.m - sl.M for s, sl in zip(seqs, seq_layouts)]
     for i, (s, sl, ms) in enumerate(zip(seqs, seq_layouts, max_steps)):
         if ms < 0:
             raise ScanError(f"sequences[{i}]: taps {list(sl.taps)} need at least {sl.m + sl.M} "
-                            f"entries, found length {len(s)}")
+                            f"entries, found length {_length(s)}")
     if n_steps is None:
         if not seqs:
             raise ScanError("n_steps: required when there are no sequences (found None)")
@@ -228,7 +246,7 @@ def normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_grad
             if ms < n:
                 raise ScanError(
                     f"sequences[{i}]: too short for n_steps={n}: with taps {list(sl.taps)} it "
-                    f"needs length {n + sl.m + sl.M}, found {len(s)}")
+                    f"needs length {n + sl.m + sl.M}, found {_length(s)}")
     if not isinstance(truncate_gradient, (int, np.integer)):
         raise TypeError(f"truncate_gradient: expected an int, found {truncate_gradient!r}")
     if checkpoint is not None and checkpoint != "sqrt" and not (
@@ -330,6 +348,13 @@ def trace_step(sa: ScanArgs) -> TracedStep:
             err.add_context(f"step function {step_name(sa)}")
             raise
         outputs, updates, cond = split_step_result(ret)
+        for i, o in enumerate(outputs):
+            if isinstance(o, RunTracer):
+                raise ScanError(
+                    f"output {i}: the step returned the rows of a scan that stops early "
+                    f"(ns.until), whose number differs from one call of the step to the next "
+                    f"(one batch element of ns.vmap to the next); return xs[-1] or a "
+                    f"reduction such as xs.sum(axis=0) instead")
         out_tracers = [o if isinstance(o, Tracer) else _lift_const(tr, o) for o in outputs]
         check_step_outputs(sa, out_tracers, [(o.dtype, o.shape) for o in out_tracers])
         upd_values = []
@@ -377,7 +402,10 @@ def trace_step(sa: ScanArgs) -> TracedStep:
 
 
 def _lift_const(tr, value):
-    """A step may return a constant (a Python number or an array): it becomes an input."""
+    """A step may return a constant (a Python number or an array): it becomes an input.
+    A Shared stands for its value at the start of the step (its state input)."""
+    if isinstance(value, Shared):
+        return Tracer(tr, tr.shared_var(value))
     arr = np.asarray(value)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"fn: a step must return numeric arrays, found {type(value).__name__}")
@@ -401,12 +429,15 @@ def _check_strict(tr, shared_reads, capture_names):
 # random draws: one hook for traces and python-mode steps
 
 
+# The innermost python-mode scan running in this context (its frame links to the enclosing one).
+_FRAME: ContextVar = ContextVar("numbascan_python_frame", default=None)
+
+
 class _PythonFrame:
     """Random-stream bookkeeping for one python-mode scan (see layout of counters in random.py)."""
 
-    stack: list = []
-
-    def __init__(self):
+    def __init__(self, parent=None):
+        self.parent = parent          # the python-mode scan whose step runs this one, or None
         self.bases, self.per_step, self.used, self.t = {}, {}, {}, 0
 
     def next_base(self, stream):
@@ -428,16 +459,14 @@ class _PythonFrame:
 
 
 def _enclosing_next_base(frame):
-    i = _PythonFrame.stack.index(frame)
-    if i > 0:
-        return _PythonFrame.stack[i - 1].next_base
+    if frame.parent is not None:
+        return frame.parent.next_base
     return lambda s: s.counter
 
 
 def _enclosing_advance(frame):
-    i = _PythonFrame.stack.index(frame)
-    if i > 0:
-        parent = _PythonFrame.stack[i - 1]
+    parent = frame.parent
+    if parent is not None:
         return lambda s, n: parent.used.__setitem__(s, parent.used.get(s, 0) + n)
 
     def adv(s, n):
@@ -448,13 +477,12 @@ def _enclosing_advance(frame):
 def _draw_hook(stream, kind, size, params):
     tr = current_trace()
     if tr is not None:
-        key, base = tr.rng_vars(stream)
-        offset = tr.rng_used[stream]
-        tr.rng_used[stream] += nsrandom.counters_used(kind, size, params)
-        return tr.bind1("random", [Tracer(tr, key), Tracer(tr, base)], kind=kind,
-                        size=tuple(size), dist=tuple(params), offset=offset)
-    if _PythonFrame.stack:
-        frame = _PythonFrame.stack[-1]
+        key, base, offset = tr.rng_next(stream)
+        tr.rng_advance(stream, nsrandom.counters_used(kind, size, params))
+        return tr.bind1("random", [key, base], kind=kind, size=tuple(size),
+                        dist=tuple(params), offset=offset)
+    frame = _FRAME.get()
+    if frame is not None:
         base = frame.next_base(stream)
         frame.used[stream] = frame.used.get(stream, 0) + nsrandom.counters_used(kind, size,
                                                                                  params)
@@ -486,11 +514,10 @@ def scan_python(sa: ScanArgs):
             rows = [init.copy()] if taps == (-1,) else [np.array(x) for x in init]
             hist.append(collections.deque(rows, maxlen=len(rows)))
     fed = [i for i, taps in enumerate(sa.out_taps) if taps]
-    collected, shared_frame, frame = None, {}, _PythonFrame()
+    collected, shared_frame, frame = None, {}, _PythonFrame(_FRAME.get())
     shared_keys, n_run = [], 0
-    _PythonFrame.stack.append(frame)
-    _PYTHON_STATES.append(shared_frame)
-    _MODE_OVERRIDE.append("python")
+    tokens = (_FRAME.set(frame), _PYTHON_STATES.set(_PYTHON_STATES.get() + (shared_frame,)),
+              _MODE.set("python"))
     try:
         for t in range(n):
             args = []
@@ -513,25 +540,29 @@ def scan_python(sa: ScanArgs):
                 c.append(o.copy())
             for k, i in enumerate(fed):
                 hist[k].append(outputs[i].copy())
+            # every new value is read before any is written: updates are simultaneous
+            new_values = []
             for k, v in updates.items():
-                v = np.asarray(v)
+                v = np.array(v)
                 _check_update(k, v.dtype, v.shape)
-                shared_frame[id(k)] = v.copy()
+                new_values.append((id(k), v))
+            shared_frame.update(new_values)
             frame.end_step()
             n_run = t + 1
             if cond is not None:
-                sa.has_until = True
                 cond = np.asarray(cond)
                 if cond.shape != ():
                     raise ScanError(f"until: the condition must be a scalar, found shape "
                                     f"{cond.shape}")
                 if bool(cond):
                     break
-        frame.finish(n)
+        # a scan inside a python-mode step reserves the counters of every step it may run
+        # (compiled steps draw at offsets fixed per step); one at the top, of those that ran
+        frame.finish(n if frame.parent is not None else n_run)
     finally:
-        _MODE_OVERRIDE.pop()
-        _PYTHON_STATES.remove(shared_frame)
-        _PythonFrame.stack.remove(frame)
+        _MODE.reset(tokens[2])
+        _PYTHON_STATES.reset(tokens[1])
+        _FRAME.reset(tokens[0])
     if collected is None:          # no step ran: shapes from a trace of the step
         ts = trace_step(sa)
         collected = [[] for _ in ts.out_avals]
@@ -557,54 +588,6 @@ def _last(a, i, sa):
 
 # ------------------------------------------------------------------------------------------------
 # the public family
-
-
-class UNTIL_TRIPS:
-    """How many steps the eager scans with ns.until ran, in call order, so that a trace of the
-    same function (a derivative, ns.jit) can give each of them its number of steps.
-
-    A traced program needs static shapes; a scan that stops early has a data-dependent length.
-    `run_traced` records the trip counts with one eager run, then traces again (`replay`)."""
-    recording = None
-    replay = None
-
-
-class UntilInTrace(ScanError):
-    pass
-
-
-def _returns_until(sa):
-    return sa.has_until
-
-
-def record_until_trips(fn, args):
-    """Run `fn(*args)` eagerly and return the trip counts of its scans with ns.until."""
-    outer = UNTIL_TRIPS.recording
-    UNTIL_TRIPS.recording = []
-    try:
-        fn(*args)
-        return UNTIL_TRIPS.recording
-    finally:
-        trips = UNTIL_TRIPS.recording
-        UNTIL_TRIPS.recording = outer
-        if outer is not None:
-            outer.extend(trips)
-
-
-def trace_with_until_trips(trace_fn, eager_fn, args):
-    """(`trace_fn()`, whether the result depends on the data). If the trace meets a scan with
-    ns.until, `eager_fn(*args)` runs once to learn each such scan's number of steps, then the
-    trace is made again with those numbers (a program valid for these values only)."""
-    try:
-        return trace_fn(), False
-    except UntilInTrace:
-        trips = record_until_trips(eager_fn, args)
-    outer = UNTIL_TRIPS.replay
-    UNTIL_TRIPS.replay = list(trips)
-    try:
-        return trace_fn(), True
-    finally:
-        UNTIL_TRIPS.replay = outer
 
 
 def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None,
@@ -635,8 +618,6 @@ def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None
         else:
             from .gpu import scan_cuda
             outs, updates, n_run = scan_cuda(sa, batched=sa.parallel)
-        if UNTIL_TRIPS.recording is not None and _returns_until(sa):
-            UNTIL_TRIPS.recording.append(n_run)
     if len(outs) == 1 and not return_list:
         return outs[0], updates
     return list(outs), updates

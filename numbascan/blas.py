@@ -30,7 +30,7 @@ def _set_threads_local():
         scipy = sys.modules.get("scipy")        # numba imports it to call BLAS
         if scipy is None:                       # not yet: compiled code loads it
             return None
-        _SET_LOCAL = None
+        found = None               # assigned once, complete: other threads read it unlocked
         root = os.path.dirname(os.path.dirname(scipy.__file__))
         for path in sorted(glob.glob(os.path.join(root, "scipy.libs", "*openblas*"))):
             try:
@@ -38,8 +38,9 @@ def _set_threads_local():
             except (OSError, AttributeError):
                 continue
             fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-            _SET_LOCAL = fn
+            found = fn
             break
+        _SET_LOCAL = found
     return _SET_LOCAL
 
 

@@ -24,6 +24,9 @@ from .shared import Shared, Updates
 from .trace import TracingError
 from .tracecache import capture_readers, function_key, guards_hold, read_captures
 
+# The caches of this module are read without a lock: an entry is stored whole, by one dict
+# assignment, after it is complete. Threads that miss together render the same source (imported
+# once, see codegen.source) and store equal entries; the last store wins.
 _COMPILED: dict[str, object] = {}
 
 
@@ -150,8 +153,9 @@ def traced_scan(sa: ScanArgs, compile=True):
     if readers is not None:
         avals = [(np.asarray(c).dtype, np.shape(c)) if not isinstance(c, Shared) else None
                  for c in ts.captures]
-        _SCANS[key] = CachedScan(ts, fn, readers, avals)
-        _LAST[last_key] = (sa.fn, guards, _SCANS[key], ts.captures)
+        entry = CachedScan(ts, fn, readers, avals)
+        _SCANS[key] = entry
+        _LAST[last_key] = (sa.fn, guards, entry, ts.captures)
     return ts, fn, ts.captures
 
 
@@ -167,7 +171,6 @@ def scan_cpu(sa: ScanArgs):
     except TracingError as err:
         from .fallback import scan_untraced
         return (*scan_untraced(sa, err), sa.n_steps)
-    sa.has_until = ts.layout.until
     n = sa.n_steps
     bufs = state_buffers(ts, sa, n)
     if ts.layout.keep_last_map_empty(n):
@@ -178,5 +181,5 @@ def scan_cpu(sa: ScanArgs):
         args += [np.uint64(s.key), np.uint64(s.counter % 2**64)]
     n_run = call_compiled(fn, n, *args)
     for s, (_, per_step) in zip(ts.streams, ts.layout.rng):
-        s.counter += n * per_step
+        s.counter += n_run * per_step
     return (*results(ts, bufs, n_run), n_run)

@@ -154,7 +154,6 @@ def scan_cuda(sa: ScanArgs, batched=False):
     except TracingError as err:
         err.add_context("mode='cuda' (kernels are made from traced steps only)")
         raise
-    sa.has_until = ts.layout.until
     n = sa.n_steps
     if ts.layout.keep_last_map_empty(n):
         raise ValueError("reduce/foldl with n_steps=0 has no last step for a map output")
@@ -175,7 +174,7 @@ def scan_cuda(sa: ScanArgs, batched=False):
     else:
         n_run = 0
     for s, (_, per_step) in zip(ts.streams, ts.layout.rng):
-        s.counter += n * per_step
+        s.counter += n_run * per_step
     return (*results(ts, bufs, n_run, on_host), n_run)
 
 
@@ -184,10 +183,9 @@ def scan_equation(*args, step, layout, n_steps, **_):
     `scanprim`); its outputs stay on the device for the next scan that reads them."""
     from .codegen.cuda import choose_pattern
     cuda = cuda_module()
-    ns, nr = len(layout.seqs), 2 * len(layout.rng)
-    n_fed = sum(1 for o in layout.outs if o.taps)
-    seqs, inits = args[:ns], args[ns:ns + n_fed]
-    rest, rng = args[ns + n_fed:len(args) - nr], args[len(args) - nr:]
+    seqs, inits, rest, rng, dynamic = layout.split_inputs(args)
+    n_run = n = max(0, min(n_steps, int(dynamic[0]))) if dynamic else n_steps
+    origin = [int(dynamic[1])] if dynamic else []
     pattern = choose_pattern(step, layout, batched=layout.parallel)
     kernel = compile_kernel(step, layout, pattern)
     bufs, fed = [], iter(inits)
@@ -200,16 +198,20 @@ def scan_equation(*args, step, layout, n_steps, **_):
     n_run_out = cuda.device_array(1, np.int64)
     call = ([to_device(cuda, s) for s in seqs] + bufs + [to_device(cuda, r) for r in rest] +
             [np.uint64(r) for r in rng])
-    if n_steps > 0:
-        blocks, threads = launch_config(kernel.pattern, n_steps)
-        kernel[blocks, threads](n_steps, *call, n_run_out)
+    if n > 0:
+        blocks, threads = launch_config(kernel.pattern, n)
+        kernel[blocks, threads](n, *origin, *call, n_run_out)
+        if layout.until:
+            n_run = int(n_run_out.copy_to_host()[0])
     outs = []
     for o, buf in zip(layout.outs, bufs):
         if o.keep == "last":
-            k = (n_steps - 1 + o.L) % o.rows if o.taps else 0
+            k = o.last_row(n_run)
             outs.append(_row(buf, k) if len(buf.shape) > 1 else buf[k:k + 1].copy_to_host()[0])
         else:
             outs.append(buf[o.L:o.L + n_steps])
+    if layout.counts_steps:
+        outs.append(np.int64(n_run))
     return tuple(outs)
 
 

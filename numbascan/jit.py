@@ -14,13 +14,12 @@ import functools
 
 import numpy as np
 
-from .api import (_MODE_OVERRIDE, normalize, resolve_mode, trace_step,
-                  trace_with_until_trips)
+from .api import default_mode, normalize, resolve_mode, trace_step
 from .ir import IR, dead_code_elimination
 from .passes import keep_only_last_steps
 from .scanprim import asks_for_cuda
-from .shared import Shared
-from .trace import Trace, Tracer, TracingError, current_trace, with_traced_captures
+from .shared import Shared, Updates
+from .trace import RunTracer, Trace, Tracer, TracingError, current_trace, with_traced_captures
 from .tracecache import capture_readers, function_key, guards_hold, read_captures
 
 STATIC_TYPES = (bool, int, float, str, type(None))
@@ -40,7 +39,7 @@ def _flatten(tree):
             l, s = _flatten(x)
             leaves += l
             specs.append((k, s))
-        return leaves, (dict, specs)
+        return leaves, (Updates if isinstance(tree, Updates) else dict, specs)
     return [tree], None
 
 
@@ -51,19 +50,58 @@ def _unflatten(spec, leaves):
         if s is None:
             return next(it)
         kind, subs = s
-        if kind is dict:
-            return {k: build(sub) for k, sub in subs}
+        if kind is dict or kind is Updates:
+            return kind((k, build(sub)) for k, sub in subs)
         return kind(build(sub) for sub in subs)
     return build(spec)
 
 
 class Program:
-    """A traced function: its IR, where its extra inputs come from, and its output structure."""
+    """A traced function: its IR, where its extra inputs come from, and its output structure.
 
-    def __init__(self, ir, captures, shared, streams, rng_used, out_spec, created=None):
+    The IR's outputs are the leaves of the function's result (`n_leaves`), then the number of
+    rows of each leaf that is the run of an until-scan (`runs`: its leaf index), then the
+    counters consumed by each random stream whose use is a run-time value (`rng_used[i]` is
+    None for those, else the static count)."""
+
+    def __init__(self, ir, captures, shared, streams, rng_used, out_spec, created=None,
+                 n_leaves=None, runs=()):
         self.ir, self.captures, self.shared = ir, captures, shared
         self.streams, self.rng_used, self.out_spec = streams, rng_used, out_spec
         self.created = created or {}
+        self.n_leaves = len(ir.outputs) if n_leaves is None else n_leaves
+        self.runs = tuple(runs)
+
+    def _moved_outputs(self):
+        k = self.n_leaves + len(self.runs)
+        found = {}
+        for i, used in enumerate(self.rng_used):
+            if used is None:
+                found[i] = k
+                k += 1
+        return found
+
+    def host_leaves(self, outs):
+        """The result's leaves from the outputs of one run, the rows of until-scans cut to
+        the rows that ran; the random streams advanced."""
+        leaves = list(outs[:self.n_leaves])
+        for k, i in enumerate(self.runs):
+            leaves[i] = leaves[i][:int(outs[self.n_leaves + k])]
+        moved = self._moved_outputs()
+        for i, (s, used) in enumerate(zip(self.streams, self.rng_used)):
+            s.counter += used if used is not None else int(outs[moved[i]])
+        return leaves
+
+    def traced_leaves(self, outs):
+        """The same for outputs replayed inside the current trace (`inline_inputs` advanced
+        the static streams): until-scan rows as RunTracers, run-time stream uses recorded."""
+        tr = current_trace()
+        leaves = list(outs[:self.n_leaves])
+        for k, i in enumerate(self.runs):
+            leaves[i] = RunTracer(tr, tr.lift(leaves[i]), outs[self.n_leaves + k])
+        for i, k in self._moved_outputs().items():
+            tr.rng_advance(self.streams[i], outs[k])
+        return leaves
 
 
 def trace_program(fn, args) -> Program:
@@ -78,19 +116,24 @@ def trace_program(fn, args) -> Program:
             err.add_context(f"function {getattr(fn, '__qualname__', fn)!r}")
             raise
         leaves, spec = _flatten(out)
-        out_vars = tuple(tr.lift(x) for x in leaves)
-    streams = list(tr.rng)
+        runs = [i for i, x in enumerate(leaves) if isinstance(x, RunTracer)]
+        streams = list(tr.rng)
+        moved = [tr.rng_moved(s) for s in streams]
+        out_vars = tuple(tr.lift(x.buffer if isinstance(x, RunTracer) else x) for x in leaves)
+        out_vars += tuple(tr.lift(leaves[i].n) for i in runs)
+        out_vars += tuple(tr.lift(m) for m in moved if m is not None)
     inputs = (tuple(tr.args) + tuple(tr.shared.values()) + tuple(c.var for c in tr.captures) +
               tuple(v for s in streams for v in tr.rng[s]))
     ir = keep_only_last_steps(dead_code_elimination(IR(inputs, tuple(tr.eqns), out_vars)))
     return Program(ir, [c.source for c in tr.captures], list(tr.shared), streams,
-                   [tr.rng_used[s] for s in streams], spec, tr.created)
+                   [tr.rng_used[s] if m is None else None for s, m in zip(streams, moved)],
+                   spec, tr.created, len(leaves), runs)
 
 
 _PROGRAMS: dict = {}     # (function key, argument signature, interpret) -> (program, compiled, readers, avals)
 
 
-def traced_program(fn, values, interpret=False, eager=None, guards=None):
+def traced_program(fn, values, interpret=False, guards=None):
     """(program, compiled function, capture values), from the trace cache when possible.
     `guards` (a list) receives the guards of the cache key, and is emptied when the program
     is not cached (it is traced at every call)."""
@@ -105,11 +148,10 @@ def traced_program(fn, values, interpret=False, eager=None, guards=None):
             captures = read_captures(fn, hit[2], hit[3])
             if captures is not None:
                 return hit[0], hit[1], captures
-    prog, data_dependent = trace_with_until_trips(lambda: trace_program(fn, values),
-                                                  eager or fn, values)
+    prog = trace_program(fn, values)
     compiled = None if interpret or asks_for_cuda(prog.ir) else compile_main(prog.ir)
     readers = capture_readers(prog.captures, arrays, prog.created) if key is not None else None
-    if readers is not None and not data_dependent:
+    if readers is not None:
         avals = [None if isinstance(c, Shared) else (np.asarray(c).dtype, np.shape(c))
                  for c in prog.captures]
         _PROGRAMS[key] = (prog, compiled, readers, avals)
@@ -118,12 +160,11 @@ def traced_program(fn, values, interpret=False, eager=None, guards=None):
     return prog, compiled, prog.captures
 
 
-def run_traced(fn, args, interpret=False, eager=None, remember=None):
+def run_traced(fn, args, interpret=False, remember=None):
     """Trace `fn` on `args`, compile the program (or interpret it), run it, return its outputs.
 
     Python scalars among `args` are static; arrays are traced. `interpret=True` evaluates the
     program with the IR interpreter instead of compiling it (the python mode of derivatives).
-    `eager` (default `fn`) is what runs eagerly to count the steps of scans with ns.until.
     `remember(call)` receives a `CachedCall` that repeats this call on new arrays of the same
     signature, when the program is cached and compiled.
     """
@@ -131,7 +172,7 @@ def run_traced(fn, args, interpret=False, eager=None, remember=None):
     from .ir import eval_ir
     values = [a if isinstance(a, STATIC_TYPES) else _checked(a, i) for i, a in enumerate(args)]
     guards = []
-    prog, compiled, captures = traced_program(fn, values, interpret, eager, guards)
+    prog, compiled, captures = traced_program(fn, values, interpret, guards)
     if remember is not None and guards and compiled is not None and not interpret:
         remember(CachedCall(prog, compiled, guards, captures, values))
     call_args = [as_argument(a) for a in values if not isinstance(a, STATIC_TYPES)]
@@ -146,11 +187,9 @@ def run_traced(fn, args, interpret=False, eager=None, remember=None):
         outs = [to_host(o) for o in eval_ir(prog.ir, call_args, impls=program_impls())]
     else:
         outs = call_compiled(compiled, *call_args)
-    for s, used in zip(prog.streams, prog.rng_used):
-        s.counter += used
     input_ids = {id(a) for a in call_args}
     leaves = [np.array(o, dtype=v.dtype) if id(o) in input_ids or np.ndim(o) == 0
-              else o for o, v in zip(outs, prog.ir.outputs)]
+              else o for o, v in zip(prog.host_leaves(outs), prog.ir.outputs)]
     return _unflatten(prog.out_spec, leaves)
 
 
@@ -170,7 +209,8 @@ class CachedCall:
         self.captures = captures
         self.direct = [type(c) is np.ndarray and c.ndim > 0 and as_argument(c) is c
                        for c in captures]
-        self.scalar_outs = [v.shape == () for v in prog.ir.outputs]
+        self.scalar_outs = [v.shape == () for v in prog.ir.outputs[:prog.n_leaves]]
+        self.static = not prog.runs and None not in prog.rng_used
         self.as_argument = as_argument
         # outputs that may be an input or a view of one: numba returns an unchanged input
         # array itself, and the caller must get a copy
@@ -194,8 +234,11 @@ class CachedCall:
         for s in prog.streams:
             call_args += [np.uint64(s.key), np.uint64(s.counter % 2**64)]
         outs = self.compiled(*call_args)
-        for s, used in zip(prog.streams, prog.rng_used):
-            s.counter += used
+        if self.static:
+            for s, used in zip(prog.streams, prog.rng_used):
+                s.counter += used
+        else:
+            outs = prog.host_leaves(outs)
         input_ids = set(map(id, call_args)) if self.check_inputs else ()
         leaves = [np.array(o, dtype=v.dtype) if scalar or id(o) in input_ids else o
                   for o, v, scalar in zip(outs, prog.ir.outputs, self.scalar_outs)]
@@ -222,11 +265,10 @@ def inline_inputs(prog: Program, args):
     tr = current_trace()
     values = list(args) + list(prog.shared) + list(prog.captures)
     for s, used in zip(prog.streams, prog.rng_used):
-        key, base = tr.rng_vars(s)
-        offset = tr.rng_used[s]
-        tr.rng_used[s] += used
-        base = Tracer(tr, base)
-        values += [Tracer(tr, key), base + np.uint64(offset) if offset else base]
+        key, base, offset = tr.rng_next(s)
+        if used is not None:          # a run-time use: `Program.traced_leaves` advances it
+            tr.rng_advance(s, used)
+        values += [key, base + np.uint64(offset) if offset else base]
     return values
 
 
@@ -254,11 +296,8 @@ class JitFunction:
                 return run_traced(self.fn, args, interpret=True)
             except TracingError:
                 pass
-            _MODE_OVERRIDE.append("python")
-            try:
+            with default_mode("python"):
                 return self.fn(*args)
-            finally:
-                _MODE_OVERRIDE.pop()
         return run_traced(self.fn, args)
 
     def _remember(self, sig, call):

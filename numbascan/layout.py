@@ -8,12 +8,20 @@ of the compiled code's cache key. The step program's inputs come in this order:
 
 and its outputs are [fn's outputs] [new values of the updated shared] [until condition].
 
+A scan equation (scanprim.py) takes the step's outer values in the same roles, then, when
+`trip` is set, two run-time int64 scalars: `trip` (at most this many steps run; the static
+`n_steps` is the bound that sizes the buffers) and `origin` (go_backwards walks the sequences
+from the row that step `origin - 1` of a forward walk reads, not from their end: the backward
+pass of a loop that ran `origin` steps). A scan that `counts_steps` (until or trip) has one
+more output, last: the number of steps that ran.
+
 Buffer layout of a fed-back output with `L = max(-taps)`:
     keep="all":  buf[L + t] holds out[t]; buf[:L] holds the initial states (out[-L:]).
     keep="last": a ring of R = L + 1 rows, out[t] at buf[(L + t) % R].
 A map output (no taps) uses buf[t] (keep="all") or buf[0] (keep="last").
 Sequence `s` with taps read at step t:  s[t + m + tap] (forwards) or
-s[len(s) - 1 - (t + m + tap)] (go_backwards), m = max(0, -min(taps)).
+s[len(s) - 1 - (t + m + tap)] (go_backwards), m = max(0, -min(taps)), or, with a run-time
+origin, s[origin + M - 1 - t - tap] (go_backwards from the origin, M = max(0, max(taps))).
 """
 
 from __future__ import annotations
@@ -33,10 +41,18 @@ class SeqLayout:
     def M(self):
         return max(0, max(self.taps))
 
-    def rows(self, seq, t, go_backwards):
+    def row(self, t, tap, go_backwards=False, length="len(seq)", origin=None):
+        """The row step `t` reads for `tap`: an int, or source text when `t`, `length` or
+        `origin` are names (the code generators)."""
+        if not go_backwards:
+            return _affine(t, self.m + tap)
+        if origin is not None:
+            return _affine(origin, self.M - 1 - tap, minus=t)
+        return _affine(length, -1 - self.m - tap, minus=t)
+
+    def rows(self, seq, t, go_backwards, origin=None):
         """The rows of `seq` that step t reads, one per tap (reference loops)."""
-        rows = [t + self.m + tap for tap in self.taps]
-        return [seq[len(seq) - 1 - j] if go_backwards else seq[j] for j in rows]
+        return [seq[self.row(t, tap, go_backwards, len(seq), origin)] for tap in self.taps]
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,26 @@ class OutLayout:
             return self.L + 1 if self.taps else 1
         return None
 
+    def buffer_rows(self, n):
+        return self.rows if self.rows is not None else self.L + n
+
+    def write_row(self, t):
+        """The buffer row that receives step t's value (`t` an int or source text)."""
+        if self.keep == "last":
+            return _ring(_affine(t, self.L), self.rows) if self.taps else 0
+        return _affine(t, self.L) if self.taps else t
+
+    def read_row(self, t, tap):
+        """The buffer row that step t reads for `tap` (t + tap's value)."""
+        row = _affine(t, self.L + tap)
+        return _ring(row, self.rows) if self.keep == "last" else row
+
+    def last_row(self, n_run):
+        """The buffer row holding the last value after `n_run` steps."""
+        if self.keep == "last":
+            return _ring(_affine(n_run, self.L - 1), self.rows) if self.taps else 0
+        return _affine(n_run, self.L - 1)
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -67,6 +103,25 @@ class Layout:
     until: bool = False
     go_backwards: bool = False
     parallel: bool = False    # no fed-back outputs, no until: steps may run at the same time
+    trip: bool = False        # run-time trip count and origin inputs (see the module docstring)
+
+    @property
+    def counts_steps(self):
+        """Whether the number of steps run is a run-time value (an extra last output)."""
+        return self.until or self.trip
+
+    @property
+    def n_dynamic(self):
+        return 2 if self.trip else 0
+
+    def split_inputs(self, ins):
+        """A scan equation's inputs by role: (seqs, inits, rest, rng, dynamic); `rest` holds
+        the non_sequences then the captures, `dynamic` (trip, origin) or ()."""
+        ins = list(ins)
+        ns, nf = len(self.seqs), sum(1 for o in self.outs if o.taps)
+        end = len(ins) - self.n_dynamic
+        nr = 2 * len(self.rng)
+        return (ins[:ns], ins[ns:ns + nf], ins[ns + nf:end - nr], ins[end - nr:end], ins[end:])
 
     @property
     def n_seq_args(self):
@@ -85,3 +140,15 @@ class Layout:
         """A reduce over zero steps has no last row for a map output."""
         return n_steps == 0 and any(o.keep == "last" and not o.taps
                                     for o in self.outs[:self.n_outputs])
+
+
+def _affine(x, k, minus=None):
+    """x + k (- minus): evaluated for ints, source text for names."""
+    if isinstance(x, int) and (minus is None or isinstance(minus, int)):
+        return x + k - (minus or 0)
+    text = f"{x} + {k}" if k else f"{x}"
+    return f"{text} - {minus}" if minus is not None else text
+
+
+def _ring(row, rows):
+    return row % rows if isinstance(row, int) else f"({row}) % {rows}"

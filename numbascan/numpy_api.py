@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from .trace import Tracer, TracingError, bind, constant
+from .trace import RunTracer, Tracer, TracingError, bind, constant
 
 UFUNC_ALIASES = {"divide": "true_divide", "abs": "absolute", "fabs": "absolute",
                  "mod": "remainder", "conjugate": None}
@@ -29,6 +29,8 @@ def _prim_for_ufunc(ufunc):
 
 
 def apply_ufunc(ufunc, method, inputs, kwargs):
+    if any(isinstance(x, RunTracer) for x in inputs):
+        return run_ufunc(ufunc, method, inputs, kwargs)
     kwargs = dict(kwargs)
     dtype = kwargs.pop("dtype", None)
     if kwargs.pop("out", None) is not None or method != "__call__" or kwargs:
@@ -348,6 +350,8 @@ for _name in ("amax", "amin"):
 
 
 def apply_function(func, args, kwargs):
+    if _holds_run(args) or _holds_run(kwargs.values()):
+        return run_function(func, args, kwargs)
     handler = HANDLERS.get(func)
     if handler is None:
         mod = getattr(func, "__module__", "numpy") or "numpy"
@@ -361,6 +365,8 @@ def apply_function(func, args, kwargs):
 # -- indexing -------------------------------------------------------------------------------------
 
 def getitem(x, key):
+    if isinstance(x, RunTracer):
+        return run_getitem(x, key)
     if not isinstance(key, tuple):
         key = (key,)
     shape = x.shape
@@ -406,6 +412,203 @@ def getitem(x, key):
         out = bind("index", [x, *dyn], spec=tuple(spec))
     return reshape(out, tuple(final_shape))
 
+
+
+# -- the rows of a scan that stops early ----------------------------------------------------------
+# A RunTracer is a buffer of `bound` rows of which the first `n` ran (trace.py). Operations
+# along the rows see those `n`: reductions over them mask the others with their identity,
+# elementwise results keep `n`, xs[-k] reads row n - k; everything else is an error.
+
+def _holds_run(values):
+    return any(isinstance(x, RunTracer) or
+               (isinstance(x, (list, tuple)) and _holds_run(x)) for x in values)
+
+
+def _run_of(values):
+    """The row count shared by the RunTracers among `values`."""
+    runs = [x for x in values if isinstance(x, RunTracer)]
+    n = runs[0].n
+    if any(r.n is not n for r in runs[1:]):
+        raise TracingError("arithmetic between the rows of two scans that stop early (ns.until)",
+                           "their numbers of rows are run-time values that may differ; "
+                           "combine xs[-1] or reductions instead")
+    return n
+
+
+def _unrun(x):
+    return x.buffer if isinstance(x, RunTracer) else x
+
+
+def _run_elementwise(compute, values, what):
+    """`compute` on the buffers; the result keeps the rows when the rows stay its first axis."""
+    n = _run_of(values)
+    plain = [_unrun(x) for x in values]
+    out = compute(*plain)
+    nd = _ndim(out)
+    for x in values:
+        if isinstance(x, RunTracer) and x.ndim != nd:
+            raise TracingError(f"{what} broadcasting the rows of a scan that stops early "
+                               f"(ns.until) into a later axis", RunTracer.SUPPORTED)
+        if not isinstance(x, RunTracer) and _ndim(x) == nd and _shape(x)[0] != 1:
+            raise ValueError(f"{what}: operands could not be broadcast together: the rows of "
+                             f"a scan that stops early have a run-time length, the other "
+                             f"operand {_shape(x)[0]} rows")
+    return RunTracer(out.trace, out.var, n)
+
+
+def run_ufunc(ufunc, method, inputs, kwargs):
+    if ufunc is np.matmul:
+        a, b = inputs
+        if isinstance(a, RunTracer) and not isinstance(b, RunTracer) and a.ndim == 2:
+            return _run_elementwise(lambda a: matmul(a, b), [a], "matmul")
+        raise TracingError("matmul contracting the rows of a scan that stops early (ns.until)",
+                           "mask them with np.where(np.arange(bound)[:, None] < xs.shape[0], "
+                           "...) or reduce them first; xs @ W is supported")
+    return _run_elementwise(lambda *xs: apply_ufunc(ufunc, method, xs, kwargs), inputs,
+                            f"np.{ufunc.__name__}")
+
+
+# reductions: identity of the masked rows (by dtype kind) for each reduction
+_MASK_FILL = {"reduce_sum": lambda dt: 0, "reduce_prod": lambda dt: 1,
+              "reduce_all": lambda dt: True, "reduce_any": lambda dt: False,
+              "reduce_max": lambda dt: -np.inf if dt.kind == "f" else
+              (False if dt.kind == "b" else np.iinfo(dt).min),
+              "reduce_min": lambda dt: np.inf if dt.kind == "f" else
+              (True if dt.kind == "b" else np.iinfo(dt).max)}
+_MASK_FILL["argmax"] = _MASK_FILL["reduce_max"]
+_MASK_FILL["argmin"] = _MASK_FILL["reduce_min"]
+
+
+def _masked(x: RunTracer, fill):
+    """x's buffer with the rows past those that ran replaced by `fill`."""
+    rows = constant(np.arange(x.bound).reshape((-1,) + (1,) * (x.ndim - 1)))
+    return where(np.less(rows, x.n), x.buffer, np.asarray(fill, x.dtype)[()])
+
+
+def _run_reduce(prim, x, axis=None, keepdims=False, dtype=None, **unsupported):
+    _reject(prim, unsupported)
+    if dtype is not None:
+        x = x.astype(dtype)
+    axes = _norm_axes(axis, x.ndim)
+    if 0 not in axes:
+        return _run_elementwise(lambda b: _reduce(prim, b, axes, keepdims), [x], prim)
+    return _reduce(prim, _masked(x, _MASK_FILL[prim](x.dtype)), axes, keepdims)
+
+
+def _run_mean(x, axis=None, dtype=None, keepdims=False, **unsupported):
+    _reject("np.mean", unsupported)
+    x = x.astype(dtype) if dtype is not None else x
+    if x.dtype.kind in "biu":
+        x = x.astype(np.float64)
+    axes = _norm_axes(axis, x.ndim)
+    if 0 not in axes:
+        return _run_elementwise(lambda b: mean(b, axes, keepdims=keepdims), [x], "np.mean")
+    total = _reduce("reduce_sum", _masked(x, 0), axes, keepdims)
+    others = int(np.prod([x.var.shape[a] for a in axes if a != 0]))
+    return np.true_divide(total, astype(x.n, x.dtype) * others)
+
+
+def _run_arg(prim, x, axis=None, keepdims=False, **unsupported):
+    if axis is not None and 0 not in _norm_axes(axis, x.ndim):
+        return _run_elementwise(lambda b: _arg(prim, b, axis, keepdims, **unsupported), [x],
+                                prim)
+    return _arg(prim, _masked(x, _MASK_FILL[prim](x.dtype)), axis, keepdims, **unsupported)
+
+
+def _run_cumsum(x, axis=None, dtype=None, **unsupported):
+    if axis is None and x.ndim != 1:
+        raise TracingError("np.cumsum without axis of the rows of a scan that stops early "
+                           "(ns.until)", "give axis=0")
+    return _run_elementwise(lambda b: cumsum(b, 0 if axis is None else axis, dtype,
+                                             **unsupported), [x], "np.cumsum")
+
+
+def _run_like(fill):
+    def like(a, *args, **kwargs):
+        out = HANDLERS[fill](a.buffer, *args, **kwargs)
+        return RunTracer(a.trace, out.var, a.n) if isinstance(out, Tracer) and \
+            _shape(out) == _shape(a.buffer) else out
+    return like
+
+
+RUN_HANDLERS = {
+    np.sum: lambda a, axis=None, dtype=None, out=None, keepdims=False, **k:
+        _run_reduce("reduce_sum", a, axis, keepdims, dtype, out=out, **k),
+    np.prod: lambda a, axis=None, dtype=None, out=None, keepdims=False, **k:
+        _run_reduce("reduce_prod", a, axis, keepdims, dtype, out=out, **k),
+    np.max: lambda a, axis=None, out=None, keepdims=False, **k:
+        _run_reduce("reduce_max", a, axis, keepdims, out=out, **k),
+    np.min: lambda a, axis=None, out=None, keepdims=False, **k:
+        _run_reduce("reduce_min", a, axis, keepdims, out=out, **k),
+    np.all: lambda a, axis=None, out=None, keepdims=False, **k:
+        _run_reduce("reduce_all", a, axis, keepdims, out=out, **k),
+    np.any: lambda a, axis=None, out=None, keepdims=False, **k:
+        _run_reduce("reduce_any", a, axis, keepdims, out=out, **k),
+    np.mean: _run_mean,
+    np.argmax: lambda a, axis=None, out=None, keepdims=False: _run_arg("argmax", a, axis,
+                                                                        keepdims),
+    np.argmin: lambda a, axis=None, out=None, keepdims=False: _run_arg("argmin", a, axis,
+                                                                        keepdims),
+    np.cumsum: _run_cumsum,
+    np.where: lambda c, x, y: _run_elementwise(where, [c, x, y], "np.where"),
+    np.clip: clip,
+    np.dot: lambda a, b, out=None: run_ufunc(np.matmul, "__call__", (a, b), {}),
+    np.matmul: lambda a, b, **k: run_ufunc(np.matmul, "__call__", (a, b), {}),
+    np.copy: lambda a, order="K", subok=False: a,
+    np.shape: lambda a: a.shape,
+    np.ndim: lambda a: a.ndim,
+    np.zeros_like: _run_like(np.zeros_like), np.ones_like: _run_like(np.ones_like),
+    np.empty_like: _run_like(np.empty_like), np.full_like: _run_like(np.full_like),
+}
+for _name in ("amax", "amin"):
+    if hasattr(np, _name):
+        RUN_HANDLERS[getattr(np, _name)] = RUN_HANDLERS[np.max if _name == "amax" else np.min]
+
+
+def run_function(func, args, kwargs):
+    handler = RUN_HANDLERS.get(func)
+    if handler is None:
+        raise TracingError(f"np.{getattr(func, '__name__', func)} of the rows of a scan that "
+                           f"stops early (ns.until)", RunTracer.SUPPORTED)
+    return handler(*args, **kwargs)
+
+
+def _run_index(x: RunTracer, k):
+    """The row for index `k` (an int: negative counts from the last row that ran)."""
+    if isinstance(k, Tracer):
+        return getitem(x.buffer, k)
+    k = int(k)
+    if k >= 0:
+        return getitem(x.buffer, k)
+    return getitem(x.buffer, np.maximum(x.n + k, 0))
+
+
+def run_getitem(x: RunTracer, key):
+    key = key if isinstance(key, tuple) else (key,)
+    if key and key[0] is Ellipsis:
+        key = (slice(None),) * (x.ndim - (len(key) - 1)) + key[1:]
+    if not key:
+        return x
+    first, rest = key[0], key[1:]
+    if first is None or isinstance(first, (list, np.ndarray, bool, np.bool_)):
+        raise TracingError(f"indexing the rows of a scan that stops early (ns.until) by "
+                           f"{type(first).__name__}", RunTracer.SUPPORTED)
+    if not isinstance(first, slice):
+        row = _run_index(x, first)
+        return getitem(row, rest) if rest else row
+    start, stop, step = first.start, first.stop, first.step
+    if step not in (None, 1) or (start is not None and start < 0):
+        raise TracingError(f"the slice [{first.start}:{first.stop}:{first.step}] of the rows "
+                           f"of a scan that stops early (ns.until)",
+                           "supported: xs[a:b] with a >= 0 and step 1 (b may be negative)")
+    start = start or 0
+    n = x.n
+    if stop is not None:
+        n = np.minimum(n, stop) if stop >= 0 else n + stop
+    n = np.maximum(n - start, 0) if start else np.maximum(n, 0)
+    buf = getitem(x.buffer, (slice(start, None),) + (slice(None),) * (x.ndim - 1))
+    out = getitem(buf, (slice(None),) + rest) if rest else buf
+    return RunTracer(out.trace, out.var, n)
 
 
 # -- names that NumPy does not dispatch on tracers ----------------------------------------------
@@ -492,7 +695,7 @@ def traced_replacement(value):
 
 
 def _scipy_views():
-    if "special" not in _VIEWS:
+    if "scipy" not in _VIEWS:            # set last: another thread may be filling them now
         special = TracingView(sys.modules["scipy.special"], {"logsumexp": logsumexp})
         _VIEWS["special"] = special
         _VIEWS["scipy"] = TracingView(sys.modules["scipy"], {"special": special})

@@ -126,6 +126,19 @@ def _index_add(base, update, *dyn, spec):
 _def("index_add", "structural", _index_add)
 
 
+def _reverse_rows(x, n):
+    """Rows 0..n-1 of `x` in reverse order, then zeros: out[i] = x[n - 1 - i] for i < n (the
+    forward order of what a backward walk over the n rows that ran produced). Linear in x,
+    and its own transpose."""
+    n = max(0, min(int(n), x.shape[0]))
+    out = np.zeros_like(x)
+    out[:n] = x[:n][::-1]
+    return out
+
+
+_def("reverse_rows", "structural", _reverse_rows)
+
+
 def abstract_eval(prim: str, inputs, params):
     """Output (dtype, shape) pairs, found by running the NumPy implementation on dummies."""
     p = TABLE[prim]

@@ -7,10 +7,13 @@ for it), inside a `python`-mode scan it is the current carried value, elsewhere 
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 import numpy as np
 
-# Inside a python-mode scan step: id(Shared) -> current value (innermost scan last).
-_PYTHON_STATES: list[dict] = []
+# Inside a python-mode scan step: one dict id(Shared) -> current value per scan running in
+# this context (innermost last).
+_PYTHON_STATES: ContextVar[tuple] = ContextVar("numbascan_python_states", default=())
 
 
 class Shared:
@@ -52,7 +55,7 @@ class Shared:
         if t is not None:
             from .trace import Tracer
             return Tracer(t, t.shared_var(self))
-        for frame in reversed(_PYTHON_STATES):
+        for frame in reversed(_PYTHON_STATES.get()):
             if id(self) in frame:
                 return frame[id(self)]
         return self._value
@@ -113,6 +116,8 @@ class Updates(dict):
     """`{shared: new_value}` returned by scan. Nothing changes until `apply()` is called."""
 
     def apply(self):
-        for k, v in self.items():
-            k.set_value(np.array(v, dtype=k.dtype))
+        # values are read before any variable is set: a value may be another Shared
+        values = [(k, np.array(v, dtype=k.dtype)) for k, v in self.items()]
+        for k, v in values:
+            k.set_value(v)
         return self

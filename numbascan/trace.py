@@ -10,6 +10,7 @@ and counter. Python scalars become literals (compile-time constants).
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,11 +41,18 @@ class TracingError(TypeError):
         self.args = (self._message(),)
 
 
-_STACK: list["Trace"] = []
+# The traces open in this context, outermost first: each call (and each thread) has its own.
+_TRACES: ContextVar[tuple] = ContextVar("numbascan_traces", default=())
 
 
 def current_trace():
-    return _STACK[-1] if _STACK else None
+    traces = _TRACES.get()
+    return traces[-1] if traces else None
+
+
+def active_traces() -> tuple:
+    """The traces open in this context, outermost first."""
+    return _TRACES.get()
 
 
 @dataclass
@@ -64,17 +72,19 @@ class Trace:
         self._capture_ids: dict[int, Var] = {}
         self.shared: dict = {}        # Shared -> Var (first read order)
         self.rng: dict = {}           # stream -> (key Var, base Var)
-        self.rng_used: dict = {}      # stream -> counters consumed so far by this trace
+        self.rng_used: dict = {}      # stream -> counters consumed since `rng_base`
+        self.rng_base: dict = {}      # stream -> Tracer of its base, once an until-scan moved it
         self.created: dict = {}       # id -> array made while tracing (a constant, see tracecache)
 
     def __enter__(self):
-        _STACK.append(self)
+        self._token = _TRACES.set(_TRACES.get() + (self,))
         return self
 
     def __exit__(self, *exc):
-        _STACK.remove(self)
-        if _STACK:                    # constants of a nested trace are constants of its parent
-            _STACK[-1].created.update(self.created)
+        _TRACES.reset(self._token)
+        parent = current_trace()
+        if parent is not None:        # constants of a nested trace are constants of its parent
+            parent.created.update(self.created)
 
     # -- inputs ---------------------------------------------------------------------------------
     def new_arg(self, dtype, shape):
@@ -107,14 +117,42 @@ class Trace:
             self.rng_used[stream] = 0
         return self.rng[stream]
 
+    def rng_next(self, stream):
+        """(key, base, offset): the stream's next counter in this trace is base + offset, with
+        `key` and `base` tracers and `offset` a static int."""
+        key, base = self.rng_vars(stream)
+        moved = self.rng_base.get(stream)
+        base = moved if moved is not None else Tracer(self, base)
+        return Tracer(self, key), base, self.rng_used[stream]
+
+    def rng_advance(self, stream, count):
+        """The stream advances by `count` counters: an int, or a traced uint64 (the draws of
+        an until-scan's steps that ran), after which later draws count from a traced base."""
+        if isinstance(count, (int, np.integer)):
+            self.rng_used[stream] += int(count)
+            return
+        _, base, offset = self.rng_next(stream)
+        self.rng_base[stream] = base + np.uint64(offset) + count
+        self.rng_used[stream] = 0
+
+    def rng_moved(self, stream):
+        """Traced uint64 counters consumed by this trace so far, or None when static."""
+        if stream not in self.rng_base:
+            return None
+        _, base, offset = self.rng_next(stream)
+        return base + np.uint64(offset) - Tracer(self, self.rng[stream][1])
+
     def lift(self, x):
         """The Var or Lit that stands for `x` inside this trace."""
         from .shared import Shared
 
+        if isinstance(x, RunTracer):
+            raise TracingError("this operation on the rows of a scan that stops early "
+                               "(ns.until)", RunTracer.SUPPORTED)
         if isinstance(x, Tracer):
             if x.trace is self:
                 return x.var
-            if x.trace not in _STACK:
+            if x.trace not in _TRACES.get():
                 raise TracingError("a traced value used outside the function that made it",
                                    "return it from the traced function instead of keeping it")
             return self._capture(x, x.var.dtype, x.var.shape)
@@ -335,6 +373,52 @@ class Tracer:
 
     def tolist(self):
         self._no_conversion()
+
+
+class RunTracer(Tracer):
+    """The rows of a scan that stops early (ns.until) in traced code: a buffer of `bound`
+    rows (the static n_steps), of which the first `n` (a traced int64 scalar) ran.
+
+    Operations see the rows that ran: elementwise arithmetic keeps the rows (the rows past `n`
+    hold unspecified values), reductions over the rows mask the others, `xs[-1]` reads row
+    `n - 1`, `xs.shape[0]` is `n`. numpy_api.py implements them on `buffer`; any other use
+    is an error (`Trace.lift` refuses a RunTracer), never a silent read of the padding.
+    """
+
+    __slots__ = ("n",)
+    SUPPORTED = ("the number of rows is a run-time value; supported: elementwise arithmetic, "
+                 "sum/mean/prod/max/min/any/all/argmax/argmin/cumsum, xs @ W, xs[k], "
+                 "xs[-k], xs[a:], xs[:b], xs[:-k], xs.shape[0], passing xs as a sequence "
+                 "of another scan, and returning xs from an ns.jit function; or take xs[-1] "
+                 "or a reduction")
+
+    def __init__(self, trace, var, n):
+        super().__init__(trace, var)
+        self.n = n
+
+    shape = property(lambda s: (s.n,) + tuple(s.var.shape[1:]))
+    buffer = property(lambda s: Tracer(s.trace, s.var))
+    bound = property(lambda s: s.var.shape[0])
+
+    def __repr__(self):
+        return f"RunTracer<{self.var.aval()}, rows run: {self.n!r}>"
+
+    def __len__(self):
+        raise TypeError("len() of the rows of a scan that stops early (ns.until): the number "
+                        "of rows is a run-time value; use xs.shape[0]")
+
+    def __iter__(self):
+        raise TracingError("iterating over the rows of a scan that stops early (ns.until)",
+                           self.SUPPORTED)
+
+    @property
+    def size(self):
+        raise TracingError(".size of the rows of a scan that stops early (ns.until)",
+                           self.SUPPORTED)
+
+    def astype(self, dtype, copy=True):
+        from .numpy_api import astype
+        return RunTracer(self.trace, astype(self.buffer, dtype).var, self.n)
 
 
 def with_traced_captures(fn, trace):

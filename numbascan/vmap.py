@@ -11,6 +11,7 @@ the map composes with `ns.jit` and with derivatives.
 from __future__ import annotations
 
 import functools
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -97,16 +98,15 @@ def vmap(f, in_axes=0, out_axes=0):
         kind_key = None if fkey is None else (fkey, tuple(
             (np.dtype(x.dtype).str, tuple(x.shape[1:])) for x in seqs) + tuple(
             (np.dtype(x.dtype).str, tuple(x.shape)) for x in rest))
-        _RECORDING.append(None)
+        call = _VmapCall(kind_key)
+        token = _RECORDING.set(call)
         try:
             outs, _ = scan(step, sequences=seqs, non_sequences=rest, return_list=True,
                            name=getattr(f, "__name__", None), _parallel=True)
         finally:
-            recorded = _RECORDING.pop()
-        if recorded is not None:          # f ran (traced, or in python mode) during this call
-            kind = recorded[0]
-            if kind_key is not None:
-                _OUTPUT_KIND[kind_key] = kind
+            _RECORDING.reset(token)
+        if call.ran:                      # f ran (traced, or in python mode) during this call
+            kind = call.kind
         else:                             # the step came from the trace cache
             kind = _OUTPUT_KIND[kind_key]
         if out_axes is None or (isinstance(out_axes, (list, tuple)) and None in out_axes):
@@ -127,8 +127,24 @@ def vmap(f, in_axes=0, out_axes=0):
 # and argument types: a step taken from the trace cache does not run f, and returns the kind
 # recorded when it was traced
 _OUTPUT_KIND: dict = {}
-# one slot per ns.vmap call in progress (innermost last): [kind] once f has run in it
-_RECORDING: list = []
+# the innermost ns.vmap call in progress in this context
+_RECORDING: ContextVar = ContextVar("numbascan_vmap_call", default=None)
+
+
+class _VmapCall:
+    """One ns.vmap call in progress: what `f` returned, once it has run during the call."""
+
+    __slots__ = ("kind_key", "ran", "kind")
+
+    def __init__(self, kind_key):
+        self.kind_key, self.ran, self.kind = kind_key, False, None
+
+    def record(self, kind):
+        self.ran, self.kind = True, kind
+        if self.kind_key is not None:
+            # stored while f is traced, before the traced step enters the trace cache: a call
+            # (in any thread) that takes the step from there finds its kind here
+            _OUTPUT_KIND[self.kind_key] = kind
 
 
 def _batched_step(f, positions, static):
@@ -154,6 +170,7 @@ def _record_kind(out):
     can see, and a mutable container there would make it uncacheable (retraced at every
     call)."""
     many = isinstance(out, (tuple, list))
-    if _RECORDING:
-        _RECORDING[-1] = [type(out) if many else None]
+    call = _RECORDING.get()
+    if call is not None:
+        call.record(type(out) if many else None)
     return list(out) if many else out

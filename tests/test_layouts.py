@@ -518,9 +518,6 @@ def test_nested_scan_with_taps(rng):
     assert_close(out, e)
 
 
-@pytest.mark.xfail(strict=True, raises=ns.api.UntilInTrace,
-                   reason="a scan with ns.until inside another scan's step has a data-dependent "
-                          "length per outer step; numbascan's traced programs have static shapes")
 def test_nested_scan_with_until(rng):
     X = rng.standard_normal((3, 8))
 

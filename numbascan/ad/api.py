@@ -15,7 +15,7 @@ from ..trace import constant
 
 from ..api import resolve_mode
 from ..jit import STATIC_TYPES, _flatten, _unflatten, inline_inputs, run_traced, trace_program
-from ..trace import _STACK, Tracer, bind, current_trace
+from ..trace import RunTracer, Tracer, active_traces, bind, current_trace
 from . import rules
 from .core import Backward, DerivativeError, jvp_replay, vjp_rule, zeros_like
 
@@ -26,15 +26,18 @@ def _traced_one(dtype):
     return bind("convert", [np.dtype(dtype).type(1)], dtype=np.dtype(dtype))
 
 
-def _run(build, args, f=None, f_args=()):
-    """Run `build(*args)`: inline inside a trace, else trace, compile and call it.
-
-    `f(*f_args)` is the user's function on its arguments: it runs eagerly first only when the
-    program holds a scan with ns.until (whose number of steps must be known to trace)."""
+def _run(build, args):
+    """Run `build(*args)`: inline inside a trace, else trace, compile and call it."""
     if current_trace() is not None or any(isinstance(a, Tracer) for a in args):
         return build(*args)
-    eager = (lambda *_: f(*f_args)) if f is not None else None
-    return run_traced(build, list(args), interpret=resolve_mode(None) == "python", eager=eager)
+    return run_traced(build, list(args), interpret=resolve_mode(None) == "python")
+
+
+def _fixed_size(prog, what):
+    if prog.runs:
+        raise DerivativeError(f"{what}: the function returns the rows of a scan that stops "
+                              f"early (ns.until), whose number is a run-time value; return "
+                              f"xs[-1] or a reduction")
 
 
 def _argnums(argnums, n):
@@ -87,7 +90,7 @@ def _backward(f, args, nums):
     for i in nums:
         active[pos[i]] = True
     bw = Backward(prog.ir, inline_inputs(prog, traced), active)
-    return prog, bw, pos
+    return prog, bw, pos, prog.traced_leaves(bw.outputs)
 
 
 def value_and_grad(f, argnums=0):
@@ -96,18 +99,18 @@ def value_and_grad(f, argnums=0):
         nums, args = _selected(argnums, args)
 
         def build(*args):
-            prog, bw, pos = _backward(f, args, nums)
-            if len(bw.outputs) != 1 or np.shape(bw.outputs[0]) != ():
+            prog, bw, pos, leaves = _backward(f, args, nums)
+            if len(leaves) != 1 or prog.runs or np.shape(leaves[0]) != ():
                 raise DerivativeError(f"grad: the function must return one scalar, found "
-                                      f"{len(bw.outputs)} output(s) of shapes "
-                                      f"{[np.shape(o) for o in bw.outputs]}; use ns.jacobian "
+                                      f"{len(leaves)} output(s) of shapes "
+                                      f"{[np.shape(o) for o in leaves]}; use ns.jacobian "
                                       f"or ns.vjp for other outputs")
-            out = bw.outputs[0]
+            out = leaves[0]
             cts = bw.run([_traced_one(out.dtype)])
             grads = tuple(cts[pos[i]] if cts[pos[i]] is not None else zeros_like(args[i])
                           for i in nums)
             return out, grads if not isinstance(argnums, (int, np.integer)) else grads[0]
-        return _run(build, args, f, args)
+        return _run(build, args)
     return value_and_grad_f
 
 
@@ -141,10 +144,15 @@ def jvp(f, primals, tangents):
         outs, touts = jvp_replay(prog.ir, inline_inputs(prog, ps),
                                  ts + [None] * (len(prog.ir.inputs) - n))
         touts = [t if t is not None else zeros_like(o) for t, o in zip(touts, outs)]
-        return _unflatten(prog.out_spec, outs), _unflatten(prog.out_spec, touts)
+        n_rows = outs[prog.n_leaves:]
+        outs = prog.traced_leaves(outs)
+        for k, i in enumerate(prog.runs):
+            touts[i] = RunTracer(current_trace(), current_trace().lift(touts[i]), n_rows[k])
+        return (_unflatten(prog.out_spec, outs),
+                _unflatten(prog.out_spec, touts[:prog.n_leaves]))
     return _run(build, primals + [np.asarray(t, dtype=np.asarray(p).dtype)
                                   if not isinstance(t, Tracer) else t
-                                  for p, t in zip(primals, tangents)], f, primals)
+                                  for p, t in zip(primals, tangents)])
 
 
 def vjp(f, *primals):
@@ -167,14 +175,18 @@ def vjp(f, *primals):
 
         def build(*args):
             ps, cts = list(args[:n]), list(args[n:])
-            prog, bw, pos = _backward(f, ps, range(n))
+            prog, bw, pos, _ = _backward(f, ps, range(n))
+            for i in prog.runs:          # rows past those that ran get no cotangent
+                bound = bw.outputs[i].shape[0]
+                if cts[i].shape[0] < bound:
+                    cts[i] = np.concatenate([cts[i], constant(np.zeros(
+                        (bound - cts[i].shape[0],) + tuple(cts[i].shape[1:]), cts[i].dtype))])
             in_cts = bw.run(cts)
             return tuple(in_cts[pos[i]] if in_cts[pos[i]] is not None else zeros_like(ps[i])
                          for i in range(n))
         return _run(build, list(primals) + [c if isinstance(c, Tracer) else
                                             np.asarray(c, dtype=np.asarray(o).dtype)
-                                            for c, o in zip(ct_leaves, out_leaves)],
-                    f, primals)
+                                            for c, o in zip(ct_leaves, out_leaves)])
     return outputs, vjp_fn
 
 
@@ -202,10 +214,12 @@ def jacfwd(f, argnums=0):
                     traced = [a for a in args if not isinstance(a, STATIC_TYPES)]
                     tan = [t for t, a in zip(tangents, args) if not isinstance(a, STATIC_TYPES)]
                     prog = trace_program(f, args)
-                    _, touts = jvp_replay(prog.ir, inline_inputs(prog, traced),
-                                          tan + [None] * (len(prog.ir.inputs) - len(tan)))
+                    replayed, touts = jvp_replay(prog.ir, inline_inputs(prog, traced),
+                                                 tan + [None] * (len(prog.ir.inputs) - len(tan)))
                     outs = prog.ir.outputs
-                    if len(outs) != 1:
+                    _fixed_size(prog, "jacobian")
+                    prog.traced_leaves(replayed)
+                    if prog.n_leaves != 1:
                         raise DerivativeError("jacobian: the function must return one array")
                     t = touts[0]
                     return t if t is not None else constant(np.zeros(outs[0].shape, outs[0].dtype))
@@ -216,7 +230,7 @@ def jacfwd(f, argnums=0):
                 J = np.transpose(cols, tuple(range(1, out_nd + 1)) + (0,))
                 results.append(np.reshape(J, tuple(J.shape[:out_nd]) + tuple(shape)))
             return results[0] if isinstance(argnums, (int, np.integer)) else tuple(results)
-        return _run(build, args, f, args)
+        return _run(build, args)
     return jac
 
 
@@ -228,10 +242,11 @@ def jacrev(f, argnums=0):
         nums, args = _selected(argnums, args)
 
         def build(*args):
-            prog, bw, pos = _backward(f, args, nums)
-            if len(bw.outputs) != 1:
+            prog, bw, pos, leaves = _backward(f, args, nums)
+            _fixed_size(prog, "jacobian")
+            if len(leaves) != 1:
                 raise DerivativeError("jacobian: the function must return one array")
-            out = bw.outputs[0]
+            out = leaves[0]
             oshape, odtype = np.shape(out), np.dtype(out.dtype)
 
             def row(e):
@@ -243,7 +258,7 @@ def jacrev(f, argnums=0):
             results = [np.reshape(r, tuple(oshape) + tuple(np.shape(args[i])))
                        for r, i in zip(rows, nums)]
             return results[0] if isinstance(argnums, (int, np.integer)) else tuple(results)
-        return _run(build, args, f, args)
+        return _run(build, args)
     return jac
 
 
@@ -289,11 +304,12 @@ def theano_grad(cost, wrt):
                             f"inside ns.jit or a step), found {type(w).__name__}")
     if np.shape(cost) != ():
         raise DerivativeError(f"grad: cost must be a scalar, found shape {np.shape(cost)}")
-    if cost.trace not in _STACK:
+    traces = active_traces()
+    if cost.trace not in traces:
         raise DerivativeError("grad: cost belongs to a function that is no longer being traced")
     ct = {(id(cost.trace), cost.var.id): _traced_one(cost.dtype)}
     keep = {(id(w.trace), w.var.id) for w in wrt_list}
-    for tr in reversed(_STACK[:_STACK.index(cost.trace) + 1]):
+    for tr in reversed(traces[:traces.index(cost.trace) + 1]):
         for e in reversed(tr.eqns):
             gs = []
             for v in e.outputs:

@@ -35,7 +35,7 @@ def needs_expansion(ir: IR):
     for e in ir.eqns:
         if e.prim == "scan":
             N = segment_length(e.p.get("checkpoint"), e.p["n_steps"])
-            if N is not None and N < e.p["n_steps"] and not e.p["layout"].until:
+            if N is not None and N < e.p["n_steps"] and not e.p["layout"].counts_steps:
                 return True
     return False
 
@@ -50,7 +50,7 @@ def expand_checkpoints(ir: IR):
             ins = [read(v) for v in e.inputs]
             N = segment_length(e.p.get("checkpoint"), e.p["n_steps"]) if e.prim == "scan" \
                 else None
-            if N is not None and N < e.p["n_steps"] and not e.p["layout"].until:
+            if N is not None and N < e.p["n_steps"] and not e.p["layout"].counts_steps:
                 outs = checkpointed_scan(e, ins, N)
             else:
                 outs = bind_like(e, ins)

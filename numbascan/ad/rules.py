@@ -75,7 +75,7 @@ ELEMENTWISE = {
 # linear in the listed inputs: forward rule = the primitive applied to the tangent
 LINEAR = {"reshape": (0,), "transpose": (0,), "broadcast_to": (0,), "reduce_sum": (0,),
           "cumsum": (0,), "index": (0,), "index_add": (0, 1), "concatenate": "all",
-          "convert": (0,)}
+          "convert": (0,), "reverse_rows": (0,)}
 
 
 def unbroadcast(g, shape):
@@ -141,6 +141,7 @@ TRANSPOSE = {   # reverse rules of linear and structural primitives: g -> input 
     "index_add": lambda g, ans, base, upd, *dyn, spec:
         [g, bind("index", [g, *dyn], spec=spec)] + [None] * len(dyn),
     "matmul": lambda g, ans, a, b: list(_matmul_transpose(g, a, b)),
+    "reverse_rows": lambda g, ans, x, n: [bind("reverse_rows", [g, n]), None],
     "reduce_prod": lambda g, ans, x, axes, keepdims:
         [_expand(g, x, axes, keepdims) * _expand(ans, x, axes, keepdims) / x],
     "reduce_max": lambda g, ans, x, axes, keepdims: [_extremum(g, ans, x, axes, keepdims)],

@@ -22,11 +22,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..trace import constant
-
 from ..ir import IR, Var
-from ..layout import Layout, OutLayout
-from ..trace import current_trace
+from ..layout import Layout, OutLayout, SeqLayout
+from ..trace import bind, constant, current_trace
 from . import rules
 from .core import (Backward, DerivativeError, active_vars, dead_code_elimination, jvp_replay,
                    replay, split_known, trace_closure, zeros_like)
@@ -40,13 +38,11 @@ class Parts:
     rest: list          # non_sequences then captures
     rng: list
 
+    dynamic: list = ()  # (trip, origin) of a scan with a run-time trip count
+
     @classmethod
     def split(cls, layout: Layout, ins):
-        ns = len(layout.seqs)
-        nf = sum(1 for o in layout.outs if o.taps)
-        nr = 2 * len(layout.rng)
-        end = len(ins) - nr
-        return cls(list(ins[:ns]), list(ins[ns:ns + nf]), list(ins[ns + nf:end]), list(ins[end:]))
+        return cls(*layout.split_inputs(ins))
 
 
 def fed_outputs(layout):
@@ -89,8 +85,9 @@ def device_params(e):
 
 def bind_scan_program(step_fn, seqs, seq_layouts, out_layouts, inits, rest, rng, layout_rng,
                       n_steps, go_backwards=False, name="derivative step", params=None,
-                      parallel=False):
-    """Trace `step_fn` (arguments in Layout order, rng pairs last) and bind it as a scan."""
+                      parallel=False, until=False, dynamic=()):
+    """Trace `step_fn` (arguments in Layout order, rng pairs last) and bind it as a scan;
+    `until`: its last result is the stop condition; `dynamic`: (trip, origin) or ()."""
     avals = []
     for s, sl in zip(seqs, seq_layouts):
         avals += [(s.dtype, tuple(s.shape[1:]))] * len(sl.taps)
@@ -106,10 +103,11 @@ def bind_scan_program(step_fn, seqs, seq_layouts, out_layouts, inits, rest, rng,
     ir = IR(inputs, ir.eqns, ir.outputs)
     layout = Layout(seqs=tuple(seq_layouts), outs=tuple(out_layouts), n_outputs=len(out_layouts),
                     n_nonseqs=len(rest), n_captures=len(sources), rng=tuple(layout_rng),
-                    go_backwards=go_backwards, parallel=parallel)
+                    go_backwards=go_backwards, parallel=parallel, until=until,
+                    trip=bool(dynamic))
     return current_trace().bind("scan", list(seqs) + list(inits) + list(rest) + list(sources) +
-                                list(rng), step=ir, layout=layout, n_steps=n_steps,
-                                **(params or {}))
+                                list(rng) + list(dynamic), step=ir, layout=layout,
+                                n_steps=n_steps, **(params or {}))
 
 
 def _step_args(layout, seq_taps, state_taps, rest, rng):
@@ -122,8 +120,6 @@ def _step_args(layout, seq_taps, state_taps, rest, rng):
 
 def scan_jvp(e, ins, tins):
     step, layout, n = e.p["step"], e.p["layout"], e.p["n_steps"]
-    if layout.until:
-        raise DerivativeError("derivatives of a scan with ns.until inside a traced program")
     P, T = Parts.split(layout, ins), Parts.split(layout, tins)
     seq_on = [t is not None for t in T.seqs]
     rest_on = [t is not None for t in T.rest]
@@ -154,18 +150,19 @@ def scan_jvp(e, ins, tins):
         TX += [trest.get(i) for i in range(len(rest))] + [None] * len(rng)
         outs, touts = jvp_replay(step, X, TX)
         tangents = [touts[o] if touts[o] is not None else zeros_like(outs[o]) for o in act_outs]
-        return outs[:n_out] + tangents
+        return outs[:n_out] + tangents + outs[n_out:n_out + layout.until]
 
     out_layouts = list(layout.outs) + [layout.outs[o] for o in act_outs]
     new = bind_scan_program(
         step_fn, P.seqs + [T.seqs[j] for j in act_seqs],
         list(layout.seqs) + [layout.seqs[j] for j in act_seqs], out_layouts,
         P.inits + tinits, P.rest + [T.rest[i] for i in act_rest], P.rng, layout.rng, n,
-        layout.go_backwards, "jvp step", params=device_params(e), parallel=layout.parallel)
-    touts = [None] * n_out
+        layout.go_backwards, "jvp step", params=device_params(e), parallel=layout.parallel,
+        until=layout.until, dynamic=P.dynamic)
+    touts = [None] * len(e.outputs)
     for k, o in enumerate(act_outs):
         touts[o] = new[n_out + k]
-    return new[:n_out], touts
+    return new[:n_out] + new[n_out + len(act_outs):], touts
 
 
 # ------------------------------------------------------------------------------------------------
@@ -182,12 +179,11 @@ class Tape:
     in_mask: list              # which step inputs get cotangents
     out_on: list               # which step outputs take cotangents
     state_on: list
+    n_run: object              # the steps that ran: an int, or a traced int64 scalar
 
 
 def scan_vjp_forward(e, ins, live):
     step, layout, n = e.p["step"], e.p["layout"], e.p["n_steps"]
-    if layout.until:
-        raise DerivativeError("derivatives of a scan with ns.until inside a traced program")
     P = Parts.split(layout, ins)
     ns_, nf = len(P.seqs), len(P.inits)
     seq_on = live[:ns_]
@@ -205,37 +201,57 @@ def scan_vjp_forward(e, ins, live):
         bw = Backward(step, X, in_mask)
         g = [cts.pop(0) if o < n_out and out_on[o] else None for o in range(len(step.outputs))]
         in_cts = bw.run(g)
-        return bw.outputs[:n_out] + [c if c is not None else zeros_like(x)
-                                     for c, x, on in zip(in_cts, X, in_mask) if on]
+        return bw.outputs[:n_out + layout.until] + [c if c is not None else zeros_like(x)
+                                                    for c, x, on in zip(in_cts, X, in_mask)
+                                                    if on]
 
     V, extra_sources = trace_closure(vjp_fn, x_avals + ct_avals, "vjp step")
     nx, nct = len(x_avals), len(ct_avals)
     X_vars, ct_vars, extra = V.inputs[:nx], V.inputs[nx:nx + nct], V.inputs[nx + nct:]
-    late = V.outputs[n_out:]
+    n_cond = int(layout.until)          # the stop condition, computed by the forward step
+    late = V.outputs[n_out + n_cond:]
     known, unknown, residuals = split_known(V, ct_vars, late)
     if e.p.get("remat"):               # record nothing: the backward step recomputes the step
         unknown, residuals = V.eqns, []
     nr = 2 * len(layout.rng)
     fwd_inputs = X_vars[:nx - nr] + extra + X_vars[nx - nr:]
     forward = dead_code_elimination(IR(fwd_inputs, tuple(known),
-                                       tuple(V.outputs[:n_out]) + tuple(residuals)))
+                                       tuple(V.outputs[:n_out]) + tuple(residuals) +
+                                       tuple(V.outputs[n_out:n_out + n_cond])))
     backward = dead_code_elimination(IR(tuple(X_vars) + tuple(extra) + tuple(residuals) +
                                         tuple(ct_vars), tuple(unknown), tuple(late)))
     fwd_layout = replace(
         layout, outs=tuple(replace(o, keep="all") if o.taps else o for o in layout.outs) +
         tuple(OutLayout(()) for _ in residuals), n_outputs=n_out + len(residuals),
         n_captures=layout.n_captures + len(extra))
-    fwd_ins = P.seqs + P.inits + P.rest + list(extra_sources) + P.rng
+    fwd_ins = P.seqs + P.inits + P.rest + list(extra_sources) + P.rng + list(P.dynamic)
     outs = current_trace().bind("scan", fwd_ins, **{**e.p, "step": forward,
                                                      "layout": fwd_layout, "checkpoint": None})
+    n_run = outs.pop() if layout.counts_steps else n
     primal, states = [], []
+    inits = iter(P.inits)
     for o, (ol, v) in enumerate(zip(layout.outs, outs[:n_out])):
         if ol.taps:
             states.append(v)
-        primal.append(v[n - 1] if ol.taps and ol.keep == "last" else v)
+            init = next(inits)
+            primal.append(_last_state(v, n_run, init, ol) if ol.keep == "last" else v)
+        else:
+            primal.append(v)
+    if layout.counts_steps:
+        primal.append(n_run)
     tape = Tape(backward, list(extra_sources), list(outs[n_out:]), states, in_mask, out_on,
-                state_on)
+                state_on, n_run)
     return primal, tape
+
+
+def _last_state(states, n_run, init, ol):
+    """The state after `n_run` steps from every state (n_steps rows): a static row, or the
+    row of a run-time count (the initial state when no step ran)."""
+    if isinstance(n_run, (int, np.integer)):
+        return states[n_run - 1]
+    last = states[np.maximum(n_run - 1, 0)]
+    first = init if ol.taps == (-1,) else init[ol.L - 1]
+    return np.where(n_run > 0, last, first)
 
 
 def _pad_rows(x, before, after):
@@ -248,8 +264,31 @@ def _pad_rows(x, before, after):
     return np.concatenate(parts) if len(parts) > 1 else x
 
 
+def _rows_before(x, n_rows):
+    """Rows 0..n_rows-1 of `x` (n_rows a traced int64 scalar), the others zeros."""
+    rows = constant(np.arange(x.shape[0]).reshape((-1,) + (1,) * (x.ndim - 1)))
+    return np.where(rows < n_rows, x, constant(np.zeros((), x.dtype)))
+
+
+def _row_at(g, row, n_rows):
+    """An array of `n_rows` rows, `g` at `row` and zeros elsewhere."""
+    if isinstance(row, (int, np.integer)):
+        return _pad_rows(g[None], row, n_rows - 1 - row)
+    rows = constant(np.arange(n_rows).reshape((-1,) + (1,) * g.ndim))
+    return np.where(rows == row, g[None], constant(np.zeros((), g.dtype)))
+
+
+def _reverse(x, n_rows):
+    """x's first n_rows rows in reverse order, zeros after (all of x reversed when static)."""
+    if isinstance(n_rows, (int, np.integer)) and n_rows == x.shape[0]:
+        return x[::-1]
+    return bind("reverse_rows", [x, n_rows])
+
+
 def scan_vjp_backward(e, ins, outs, gs, tape: Tape):
-    from ..api import scan
+    """The backward scan: a go_backwards walk over the steps that ran, from the last (its
+    origin is the forward scan's number of steps run, so nothing is sliced; with
+    truncate_gradient=k it runs min(k, steps run) steps)."""
     step, layout, n = e.p["step"], e.p["layout"], e.p["n_steps"]
     P = Parts.split(layout, ins)
     fed = fed_outputs(layout)
@@ -260,22 +299,37 @@ def scan_vjp_backward(e, ins, outs, gs, tape: Tape):
                 cts[len(P.seqs) + k] = gs[o] if layout.outs[o].taps == (-1,) else \
                     _pad_rows(gs[o][None], layout.outs[o].L - 1, 0)
         return cts
+    n_run = tape.n_run
+    static = isinstance(n_run, (int, np.integer))
     trunc = e.p.get("truncate", -1)
-    t0 = max(0, n - trunc) if trunc > 0 else 0
-    nb = n - t0
+    if trunc > 0:
+        nb = min(n_run, trunc) if static else np.minimum(n_run, trunc)
+    else:
+        nb = n_run
     n_out = len(layout.outs)
-    sequences, eff_seqs = [], []
+    # forward step t reads eff[t + m + tap] of each sequence
+    eff_len = []
+    sequences, seq_layouts = [], []
     for s, sl in zip(P.seqs, layout.seqs):
-        eff = s[::-1] if layout.go_backwards else s
-        eff_seqs.append(eff)
-        sequences.append(dict(input=eff[t0:n + sl.m + sl.M], taps=[-t for t in sl.taps]))
+        if not layout.go_backwards:
+            eff, k = s, None
+        elif layout.trip:                                # walked back from its origin
+            k = P.dynamic[1] + (sl.m + sl.M)
+            eff = _reverse(s, k)
+        else:
+            eff, k = s[::-1], s.shape[0]
+        eff_len.append(k)
+        sequences.append(eff)
+        seq_layouts.append(SeqLayout(tuple(-t for t in sl.taps)))
     for k, o in enumerate(fed):
         ol = layout.outs[o]
         init = P.inits[k]
         rows = init[None] if ol.taps == (-1,) else init
-        full = np.concatenate([rows, tape.states[k]])
-        sequences.append(dict(input=full[t0:n + ol.L], taps=[-t for t in ol.taps]))
-    sequences += [r[t0:n] for r in tape.residuals]
+        sequences.append(np.concatenate([rows, tape.states[k]]))
+        seq_layouts.append(SeqLayout(tuple(-t for t in ol.taps)))
+    for r in tape.residuals:
+        sequences.append(r)
+        seq_layouts.append(SeqLayout((0,)))
     ybar_from = {}
     for o in range(n_out):
         g, ol = gs[o], layout.outs[o]
@@ -283,10 +337,13 @@ def scan_vjp_backward(e, ins, outs, gs, tape: Tape):
             continue
         if ol.keep == "all":
             ybar_from[o] = len(sequences)
-            sequences.append(g[t0:n])
+            sequences.append(g)
         elif not ol.taps:
             ybar_from[o] = len(sequences)
-            sequences.append(_pad_rows(g[None], nb - 1, 0))
+            sequences.append(_row_at(g, n_run - 1, n))
+        else:
+            continue
+        seq_layouts.append(SeqLayout((0,)))
     act_fed = [k for k, o in enumerate(fed) if tape.state_on[k]]
     windows = []
     for k in act_fed:
@@ -351,21 +408,28 @@ def scan_vjp_backward(e, ins, outs, gs, tape: Tape):
         new_acc = [a + rest_cts[i] for a, i in zip(acc, act_rest)]
         return new_wins + new_acc + seq_cts
 
-    outputs_info = [dict(initial=w) for w in windows] + [dict(initial=a) for a in accs] + \
-        [None] * sum(seq_mask)
-    result = scan(bwd_step, sequences=sequences, outputs_info=outputs_info,
-                  non_sequences=P.rest + tape.extra_sources, go_backwards=True, n_steps=nb,
-                  return_list=True)[0]
+    inits = windows + accs
+    out_layouts = [OutLayout((-1,), keep="last") for _ in inits] + \
+        [OutLayout(()) for _ in range(sum(seq_mask))]
+    result = bind_scan_program(
+        bwd_step, sequences, seq_layouts, out_layouts, inits,
+        list(P.rest) + list(tape.extra_sources), [], [], n, go_backwards=True,
+        name="backward step", params=device_params(e), dynamic=(nb, n_run))
     cts = [None] * len(ins)
     it = iter(result)
     for k in act_fed:
-        w = next(it)[-1]
-        if t0 == 0:
-            ol = layout.outs[fed[k]]
-            cts[len(P.seqs) + k] = w[0] if ol.taps == (-1,) else w[::-1]
+        w = next(it)
+        ol = layout.outs[fed[k]]
+        w = w[0] if ol.taps == (-1,) else w[::-1]
+        if trunc > 0:                                  # reached the initial state?
+            if static:
+                w = w if n_run <= trunc else None
+            else:
+                w = np.where(n_run <= trunc, w, constant(np.zeros((), w.dtype)))
+        cts[len(P.seqs) + k] = w
     base = len(P.seqs) + len(P.inits)
     for i in act_rest:
-        cts[base + i] = next(it)[-1]
+        cts[base + i] = next(it)
     pos = 0
     for j, (s, sl) in enumerate(zip(P.seqs, layout.seqs)):
         total = None
@@ -374,10 +438,17 @@ def scan_vjp_backward(e, ins, outs, gs, tape: Tape):
                 pos += 1
                 continue
             pos += 1
-            c = next(it)[::-1]
-            before = t0 + sl.m + tap
-            placed = _pad_rows(c, before, len(s) - before - nb)
+            c = next(it)                    # row i: step n_run - 1 - i, for i < nb
+            if static:                      # steps n_run - nb .. n_run - 1, in order
+                c = c[:nb][::-1]
+                before = n_run - nb + sl.m + tap
+            else:
+                c = bind("reverse_rows", [_rows_before(c, nb) if trunc > 0 else c, n_run])
+                before = sl.m + tap
+            placed = _pad_rows(c, before, s.shape[0] - before - c.shape[0])
             total = rules._add(total, placed)
         if total is not None:
-            cts[j] = total[::-1] if layout.go_backwards else total
+            if layout.go_backwards:
+                total = _reverse(total, eff_len[j])
+            cts[j] = total
     return cts

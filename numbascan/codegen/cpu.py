@@ -737,11 +737,23 @@ class Renderer:
     def scan_buffer(self, name, shape, dtype):
         self.alloc(f"{name} = np.empty({tuple(shape)!r}, dtype={dtype_src(dtype)})")
 
+    def r_reverse_rows(self, out: Lines, e: Eqn):
+        x, n, res = e.inputs[0], e.inputs[1], e.outputs[0]
+        R = self.buffer(res, out)
+        rows = self.fresh("n")
+        out(f"{rows} = {self.name(n)}")
+        idx = self.outer_loops(out, res.shape)
+        src = _idx([f"{rows} - 1 - {idx[0]}"] + idx[1:])
+        out(f"{R}[{_idx(idx)}] = {self.name(x)}[{src}] if {idx[0]} < {rows} else "
+            f"{literal_src(0, res.dtype)}")
+        self.close_outer(out, res.shape)
+
     def r_scan(self, out: Lines, e: Eqn):
         step, layout, n = e.p["step"], e.p["layout"], e.p["n_steps"]
         fname = self.nested_scan(step, layout)
+        seq_vars, _, _, _, dynamic = layout.split_inputs(e.inputs)
         ns = len(layout.seqs)
-        seqs = [self.name(v) for v in e.inputs[:ns]]
+        seqs = [self.name(v) for v in seq_vars]
         inits = iter(e.inputs[ns:])
         bufs = []
         for o, res in zip(layout.outs, e.outputs):
@@ -757,10 +769,15 @@ class Renderer:
                 else:
                     self.copy_into(out, b, None, init, (o.L,) + shape[1:])
         self.barrier(out)
-        rest = [self.name(v) for v in e.inputs[ns + sum(1 for o in layout.outs if o.taps):]]
+        n_in = len(e.inputs) - layout.n_dynamic
+        rest = [self.name(v) for v in e.inputs[ns + sum(1 for o in layout.outs if o.taps):n_in]]
         nrun = self.fresh("nrun")
-        args = seqs + bufs + rest + list(self.NESTED_SCAN_ARGS)
-        out(f"{nrun} = {fname}({n}, {', '.join(args)})")
+        trip = [f"min({n}, max(0, {self.name(dynamic[0])}))", self.name(dynamic[1])] \
+            if dynamic else [str(n)]
+        args = trip + seqs + bufs + rest + list(self.NESTED_SCAN_ARGS)
+        out(f"{nrun} = {fname}({', '.join(args)})")
+        if layout.counts_steps:
+            out(f"{self.name(e.outputs[len(layout.outs)])} = {nrun}")
         for o, res, b in zip(layout.outs, e.outputs, bufs):
             if o.keep == "last":
                 row = f"({nrun} - 1 + {o.L}) % {o.rows}" if o.taps else "0"
@@ -891,15 +908,15 @@ def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True) -
     bufs = _params(len(layout.outs), "buf")
     rest = _params(layout.n_nonseqs, "nonseq") + _params(layout.n_captures, "cap")
     rng = [p for j in range(n_rng) for p in (f"rng_key{j}", f"rng_base{j}")]
-    params = ["n_steps"] + seqs + bufs + rest + rng
+    params = ["n_steps"] + (["origin"] if layout.trip else []) + seqs + bufs + rest + rng
 
     inputs = iter(step.inputs)
     binds = []                               # (var, expression) bound at the top of each step
     seq_rows = {}                            # sequence tap var id -> (sequence, row expression)
     for sname, sl in zip(seqs, layout.seqs):
         for tap in sl.taps:
-            pos = f"t + {sl.m + tap}"
-            row = f"{sname}.shape[0] - 1 - ({pos})" if layout.go_backwards else pos
+            row = sl.row("t", tap, layout.go_backwards, f"{sname}.shape[0]",
+                         "origin" if layout.trip else None)
             v = next(inputs)
             seq_rows[v.id] = (sname, row)
             binds.append((v, f"{sname}[{row}]"))

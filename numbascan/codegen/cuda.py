@@ -354,8 +354,8 @@ def _bind_step(r: Renderer, step: IR, layout: Layout, seqs, bufs, rest, time="t"
     binds = []
     for sname, sl in zip(seqs, layout.seqs):
         for tap in sl.taps:
-            pos = f"{time} + {sl.m + tap}"
-            row = f"{sname}.shape[0] - 1 - ({pos})" if layout.go_backwards else pos
+            row = sl.row(time, tap, layout.go_backwards, f"{sname}.shape[0]",
+                         "origin" if layout.trip else None)
             binds.append((next(inputs), f"{sname}[{row}]"))
     for bname, o in zip(bufs, layout.outs):
         for tap in o.taps:
@@ -390,6 +390,11 @@ def _signature(layout: Layout):
     rest = _params(layout.n_nonseqs, "nonseq") + _params(layout.n_captures, "cap")
     rng = [p for j in range(len(layout.rng)) for p in (f"rng_key{j}", f"rng_base{j}")]
     return seqs, bufs, rest, rng
+
+
+def _time_params(layout: Layout):
+    """The leading parameters: the number of steps to run, and the origin of a run-time trip."""
+    return ["n_steps"] + (["origin"] if layout.trip else [])
 
 
 def _step_body(r: CudaRenderer, body: Lines, step, layout, bufs, binds, rows, results):
@@ -439,8 +444,8 @@ def render_scan_device(module: Module, step: IR, layout: Layout, lanes: int) -> 
     body = Lines()
     _time_loop(r, body, step, layout, bufs, *_bind_step(r, step, layout, seqs, bufs, rest))
     body("return n_run")
-    _finish(module, r, DEVICE_TEMPLATE, name, ["n_steps"] + seqs + bufs + rest + rng + ["lane"],
-            body)
+    _finish(module, r, DEVICE_TEMPLATE, name,
+            _time_params(layout) + seqs + bufs + rest + rng + ["lane"], body)
     module.shared_bytes[name] = r.declared_bytes
     return name
 
@@ -451,7 +456,7 @@ def render_scan_kernel(module: Module, step: IR, layout: Layout, pattern: Patter
     if name in module.functions:
         return name
     seqs, bufs, rest, rng = _signature(layout)
-    params = ["n_steps"] + seqs + bufs + rest + rng + ["n_run_out"]
+    params = _time_params(layout) + seqs + bufs + rest + rng + ["n_run_out"]
     if pattern.kind == "elementwise":
         return _render_elementwise(module, name, step, layout, pattern, params)
     r = CudaRenderer(module, pattern.lanes)

@@ -5,7 +5,9 @@ file, named by the hash of its source, in `NUMBASCAN_CACHE_DIR` (default: the us
 folder). A new process that renders the same program imports the same file and numba loads the
 machine code from its own cache next to it. Files are written to a temporary name and renamed,
 so concurrent processes never see half a file; a file whose text is not what we would write
-(corrupt or stale) is rewritten before import.
+(corrupt or stale) is rewritten before import. Within a process one lock covers the check, the
+write and the import: threads that ask for the same module together import it once, and none
+sees it half executed. numba compiles its functions later, at their first call, outside it.
 """
 
 from __future__ import annotations
@@ -43,9 +45,16 @@ def cache_dir() -> Path:
 
 def _write_atomic(path: Path, text: str):
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def load_module(source: str):
@@ -66,7 +75,11 @@ def load_module(source: str):
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
         _scrub_numba_cache(path)       # numba reads its cache at the first call, after this
         _LOADED[key] = module
         return module
