@@ -178,6 +178,12 @@ def test_vmap_each_element_stops_on_its_own(rng):
     H0, X = rng.uniform(0.5, 2.0, 3), rng.uniform(0.5, 2.0, (3, 4))
     assert_close(ns.vmap(inner_loop_model)(H0, X),
                  [inner_loop_numpy(h, x) for h, x in zip(H0, X)])
+    loss = lambda h0, xs: (inner_loop_model(h0, xs) ** 2).sum()      # noqa: E731
+    ref = lambda h0, xs: (inner_loop_numpy(h0, xs) ** 2).sum()      # noqa: E731
+    eps = 1e-6
+    assert_close(ns.vmap(ns.grad(loss))(H0, X),
+                 [(ref(h + eps, x) - ref(h - eps, x)) / (2 * eps) for h, x in zip(H0, X)],
+                 rtol=1e-6)
 
 
 def test_vmap_returning_the_whole_run_is_an_error(rng):
@@ -371,3 +377,18 @@ def test_cuda_inner_until_in_a_step(rng):
             return 0.5 * ys[-1]
         return ns.scan(outer_step, sequences=xs, outputs_info=h0, mode="cuda")[0]
     assert_close(model(h0, xs), inner_loop_numpy(float(h0), xs))
+
+
+def test_cuda_until_draws_the_cpu_numbers(rng):
+    seed = int(rng.integers(1 << 30))
+
+    def walk(stream, mode):
+        def step(x):
+            x_new = x + stream.normal()
+            return x_new, ns.until(np.abs(x_new) > 2.0)
+        return ns.scan(step, outputs_info=np.array(0.0), n_steps=40, mode=mode)[0]
+    cpu_stream, cuda_stream = ns.RandomStreams(seed), ns.RandomStreams(seed)
+    for _ in range(2):
+        np.testing.assert_allclose(walk(cuda_stream, "cuda"), walk(cpu_stream, "cpu"),
+                                   rtol=1e-15)
+        assert cuda_stream.counter == cpu_stream.counter
