@@ -43,7 +43,17 @@ class ScanError(ValueError):
     pass
 
 
-def resolve_mode(mode):
+def choose_mode(asked=None, inputs=(), batched=None):
+    """Which of MODES runs an eager scan or program; the one place that decides it.
+
+    `asked` (the `mode=` argument) when given; else "cuda" when one of `inputs` is a device
+    array, or when `batched` (the ScanArgs of ns.vmap's map) has a scan in its step that asks
+    for cuda; else this context's default (`default_mode`), else NUMBASCAN_MODE, else "cpu".
+    """
+    mode = asked
+    if mode is None and (any(_is_device_array(x) for x in inputs) or
+                         (batched is not None and _map_asks_for_cuda(batched))):
+        mode = "cuda"
     if mode is None:
         mode = _MODE.get() or os.environ.get("NUMBASCAN_MODE", "cpu")
     if mode not in MODES:
@@ -113,8 +123,9 @@ def _taps(raw, what, default):
     return tuple(int(t) for t in taps)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ScanArgs:
+    """A scan's arguments, checked; built once by `normalize` (a variant: dataclasses.replace)."""
     fn: object
     seqs: list                 # arrays or tracers
     seq_layouts: list
@@ -157,7 +168,8 @@ class ScanArgs:
 
 
 def normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_gradient,
-              go_backwards, name, strict, return_list, checkpoint) -> ScanArgs:
+              go_backwards, name, strict, return_list, checkpoint, *, keep_last=False,
+              parallel=False, mode=None) -> ScanArgs:
     if not callable(fn):
         raise TypeError(f"fn: expected a callable step function, found {type(fn).__name__}")
     seqs, seq_layouts = [], []
@@ -255,6 +267,7 @@ def normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_grad
                          f"{checkpoint!r}")
     return ScanArgs(fn, seqs, seq_layouts, inits, out_taps, nonseqs, n, bool(go_backwards),
                     int(truncate_gradient), name, strict, return_list, checkpoint,
+                    keep_last=keep_last, parallel=parallel, mode=mode,
                     state_avals=state_avals)
 
 
@@ -595,21 +608,15 @@ def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None
          return_list=False, checkpoint=None, _keep_last=False, _parallel=False):
     """Theano's scan: run `fn` over sequences, feeding back outputs. See docs/guide.md."""
     sa = normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_gradient,
-                   go_backwards, name, strict, return_list, checkpoint)
-    sa.keep_last = _keep_last
-    sa.parallel = _parallel
-    sa.mode = mode
-    traced = current_trace() is not None or any(
-        isinstance(x, Tracer) for x in sa.seqs + sa.nonseqs + [i for i in sa.inits
-                                                                if i is not None])
+                   go_backwards, name, strict, return_list, checkpoint, keep_last=_keep_last,
+                   parallel=_parallel, mode=mode)
+    inputs = sa.seqs + sa.nonseqs + [i for i in sa.inits if i is not None]
+    traced = current_trace() is not None or any(isinstance(x, Tracer) for x in inputs)
     if traced:
         from .scanprim import bind_scan
         outs, updates = bind_scan(sa)
     else:
-        if mode is None and any(_is_device_array(x) for x in
-                                sa.seqs + sa.nonseqs + [i for i in sa.inits if i is not None]):
-            mode = "cuda"                    # arrays on a GPU: run there
-        mode = resolve_mode(mode if mode is not None or not _parallel else _batch_mode(sa))
+        mode = choose_mode(mode, inputs, batched=sa if sa.parallel else None)
         if mode == "python":
             outs, updates, n_run = scan_python(sa)
         elif mode == "cpu":
@@ -623,18 +630,16 @@ def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None
     return list(outs), updates
 
 
-def _batch_mode(sa):
-    """The mode of ns.vmap's map: cuda when its inputs live on a GPU or a scan inside asks
-    for it, else the default."""
-    if any(_is_device_array(x) for x in sa.seqs + sa.nonseqs):
-        return "cuda"
+def _map_asks_for_cuda(sa):
+    """Whether a scan in the step of ns.vmap's map asks for cuda (a step that cannot be
+    traced asks for nothing)."""
     from .driver import traced_scan
     from .scanprim import asks_for_cuda
     try:
         ts = traced_scan(sa, compile=False)[0]
     except TracingError:
-        return None
-    return "cuda" if asks_for_cuda(ts.ir) else None
+        return False
+    return asks_for_cuda(ts.ir)
 
 
 def map(fn, sequences, non_sequences=None, go_backwards=False, mode=None, name=None):

@@ -67,6 +67,7 @@ class BlasOnOneThread:
             set_local(previous)
 
 
-def for_source(fn, source: str):
-    """`fn` itself, or wrapped when its generated source calls BLAS."""
-    return BlasOnOneThread(fn) if "np.dot(" in source else fn
+def for_code(fn, calls_blas: bool):
+    """`fn` itself, or wrapped when its generated code calls BLAS (`Module.uses_blas`, which
+    the renderer records where it writes a BLAS call)."""
+    return BlasOnOneThread(fn) if calls_blas else fn

@@ -36,8 +36,8 @@ def compile_scan(step: IR, layout: Layout):
     if fn is None:
         module = Module()
         name = render_scan_function(module, step, layout)
-        source = module.source(f"scan {name}")
-        fn = blas.for_source(getattr(load_module(source), name), source)
+        loaded = load_module(module.source(f"scan {name}"))
+        fn = blas.for_code(getattr(loaded, name), module.uses_blas)
         _COMPILED[key] = fn
     return fn
 
@@ -48,8 +48,8 @@ def compile_main(ir: IR):
     if fn is None:
         module = Module()
         name = render_main_function(module, ir)
-        source = module.source(f"program {name}")
-        fn = blas.for_source(getattr(load_module(source), name), source)
+        loaded = load_module(module.source(f"program {name}"))
+        fn = blas.for_code(getattr(loaded, name), module.uses_blas)
         _COMPILED[key] = fn
     return fn
 

@@ -14,7 +14,7 @@ import functools
 
 import numpy as np
 
-from .api import default_mode, normalize, resolve_mode, trace_step
+from .api import choose_mode, default_mode, normalize, trace_step
 from .ir import IR, dead_code_elimination
 from .passes import keep_only_last_steps
 from .scanprim import asks_for_cuda
@@ -280,7 +280,7 @@ class JitFunction:
 
     def __call__(self, *args):
         sig = call_signature(args)
-        if sig is not None and current_trace() is None and resolve_mode(None) == "cpu":
+        if sig is not None and current_trace() is None and choose_mode() == "cpu":
             call = self.calls.get(sig)
             if call is not None:
                 outs = call(args)
@@ -289,7 +289,7 @@ class JitFunction:
             return run_traced(self.fn, args, remember=lambda call: self._remember(sig, call))
         if current_trace() is not None or any(isinstance(a, Tracer) for a in args):
             return self.fn(*args)
-        if resolve_mode(None) == "python":
+        if choose_mode() == "python":
             # the traced program, run by the IR interpreter; a function that cannot be traced
             # runs as plain Python with its scans in python mode
             try:

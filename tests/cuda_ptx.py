@@ -287,9 +287,8 @@ def compile_case(cuda, c):
     from numbascan.driver import traced_scan
 
     sa = api.normalize(c["fn"], c["sequences"], c["outputs_info"], c["non_sequences"],
-                       c["n_steps"], -1, c["go_backwards"], None, False, False, None)
-    sa.keep_last = c["keep_last"]
-    sa.parallel = c["batched"]          # as ns.vmap's map
+                       c["n_steps"], -1, c["go_backwards"], None, False, False, None,
+                       keep_last=c["keep_last"], parallel=c["batched"])   # as ns.vmap's map
     ts, _, captures = traced_scan(sa, compile=False)
     pattern = choose_pattern(ts.ir, ts.layout, batched=c["batched"])
     expect = c["expect"]

@@ -154,8 +154,8 @@ def loop_source(step, **kwargs):
     from numbascan.api import normalize, trace_step
     from numbascan.driver import scan_source
     sa = normalize(step, kwargs.get("sequences"), kwargs.get("outputs_info"),
-                   kwargs.get("non_sequences"), None, -1, False, None, False, False, None)
-    sa.keep_last = True
+                   kwargs.get("non_sequences"), None, -1, False, None, False, False, None,
+                   keep_last=True)
     ts = trace_step(sa)
     return scan_source(ts.ir, ts.layout)
 

@@ -17,7 +17,7 @@ import traceback
 import numpy as np
 
 import numbascan as ns
-from numbascan.api import resolve_mode
+from numbascan.api import choose_mode
 from numbascan.trace import Tracer, current_trace
 
 N_THREADS = 4
@@ -172,7 +172,7 @@ def test_python_mode_and_traces_stay_in_their_thread(monkeypatch):
     seen = {}
 
     def blocking_python_step(x, h):
-        seen["python step mode"] = resolve_mode(None)
+        seen["python step mode"] = choose_mode()
         inside.set()
         release.wait(10)
         return x + h
@@ -199,7 +199,7 @@ def test_python_mode_and_traces_stay_in_their_thread(monkeypatch):
     try:
         assert inside.wait(10)
         assert current_trace() is None
-        assert resolve_mode(None) == "cpu"
+        assert choose_mode() == "cpu"
         try:
             ns.scan(default_step, X, h0)
         except _Stop:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..trace import constant
 
-from ..api import resolve_mode
+from ..api import choose_mode
 from ..jit import STATIC_TYPES, _flatten, _unflatten, inline_inputs, run_traced, trace_program
 from ..trace import RunTracer, Tracer, active_traces, bind, current_trace
 from . import rules
@@ -30,7 +30,7 @@ def _run(build, args):
     """Run `build(*args)`: inline inside a trace, else trace, compile and call it."""
     if current_trace() is not None or any(isinstance(a, Tracer) for a in args):
         return build(*args)
-    return run_traced(build, list(args), interpret=resolve_mode(None) == "python")
+    return run_traced(build, list(args), interpret=choose_mode() == "python")
 
 
 def _fixed_size(prog, what):

@@ -58,14 +58,14 @@ SMALL_K = 16
 # multiply-adds above which a matmul calls BLAS (np.dot with out=) instead of a loop nest
 BLAS_MIN_WORK = 1024
 
-# fastmath "contract": a * b + c may become one fused multiply-add (one rounding, not two)
+# fastmath "contract": a * b + c may become one fused multiply-add (one rounding, not two);
+# `{fastmath}` is a module-wide field, filled by `Module.source`
 CONTRACT = ', fastmath={"contract"}'
 FUNCTION_TEMPLATE = '''\
-@njit(cache=True, error_model="numpy", nogil=True{contract})
-def {{name}}({{params}}):
-{{body}}
-'''.format(contract=CONTRACT.replace("{", "{{").replace("}", "}}"))
-RANDOM_DRAWS = ("uniform_nb", "normal_nb", "binomial_nb")
+@njit(cache=True, error_model="numpy", nogil=True{fastmath})
+def {name}({params}):
+{body}
+'''
 
 
 PARALLEL_TEMPLATE = '''\
@@ -116,19 +116,41 @@ class Lines:
         return "\n".join(self.lines) if self.lines else "    pass"
 
 
+@dataclass(frozen=True)
+class Function:
+    """A generated function: its template and the fields that fill it. The module adds its
+    module-wide fields when it makes its source; the text is never edited afterwards."""
+    template: str
+    fields: dict
+
+    def text(self, **module_fields):
+        return self.template.format(**self.fields, **module_fields)
+
+
 @dataclass
 class Module:
-    """Functions rendered so far, by name (nested scans share the module of their parent)."""
-    functions: dict = field(default_factory=dict)
+    """Functions rendered so far, by name (nested scans share the module of their parent),
+    and what the renderers recorded about them while rendering."""
+    functions: dict = field(default_factory=dict)    # name -> Function
+    draws: bool = False        # a function draws random numbers (the `random` primitive)
+    uses_blas: bool = False    # a function calls BLAS (np.dot into a preallocated result)
+
+    def add(self, template, **fields):
+        """Add a function: `template` and the fields that fill it, its `name` among them."""
+        self.functions[fields["name"]] = Function(template, fields)
+
+    def module_fields(self):
+        # numba compiles a callee with its caller's fastmath flags, and keeps that version
+        # for every later caller: a contracting caller would change the draws' last bits
+        # (they must equal the NumPy ones), so a module that draws does not contract
+        return {"fastmath": "" if self.draws else CONTRACT}
+
+    def function_texts(self):
+        fields = self.module_fields()
+        return "\n\n".join(f.text(**fields) for f in self.functions.values())
 
     def source(self, title):
-        functions = "\n\n".join(self.functions.values())
-        if any(f"{draw}(" in functions for draw in RANDOM_DRAWS):
-            # numba compiles a callee with its caller's fastmath flags, and keeps that version
-            # for every later caller: a contracting caller would change the draws' last bits
-            # (they must equal the NumPy ones), so a module that draws does not contract
-            functions = functions.replace(CONTRACT, "")
-        return MODULE_TEMPLATE.format(title=title, functions=functions)
+        return MODULE_TEMPLATE.format(title=title, functions=self.function_texts())
 
 
 def program_hash(*parts) -> str:
@@ -583,6 +605,7 @@ class Renderer:
         work = (a.shape[0] if a.ndim == 2 else 1) * K * (b.shape[1] if b.ndim == 2 else 1)
         if work >= BLAS_MIN_WORK and a.dtype == b.dtype == res.dtype and a.dtype.kind == "f":
             out(f"np.dot({A}, {B}, {R})")  # BLAS gemv/gemm into the preallocated result
+            self.module.uses_blas = True
             return
         if b.ndim == 1:                    # (m, k) @ (k,) -> (m,)
             i, acc = self.fresh(), self.fresh("acc")
@@ -715,6 +738,7 @@ class Renderer:
         key, base = (self.name(v) for v in e.inputs)
         res, p = e.outputs[0], e.p
         fn = self.RANDOM_FUNCTIONS[p["kind"]]
+        self.module.draws = True
         width = p["dist"][0] if p["kind"] == "binomial" else 1
         args = ", ".join(repr(a) for a in p["dist"])
         if res.shape == ():
@@ -966,6 +990,7 @@ def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True) -
         body(f"{h} = np.empty(({sname}.shape[0],) + {tuple(res.shape)!r}, "
              f"dtype={dtype_src(res.dtype)})")
         body(f"np.dot({sname}, {r.name(b)}, {h})")
+        module.uses_blas = True
         binds.append((res, f"{h}[{row}]"))
     if not layout.parallel:
         body("n_run = n_steps")
@@ -991,10 +1016,10 @@ def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True) -
         # independent steps: one step per call of its own function (which allocates its
         # temporaries), the steps spread over cores by prange
         step_name = "step" + name[4:]
-        module.functions[step_name] = FUNCTION_TEMPLATE.format(
-            name=step_name, params=", ".join(["t"] + params[1:]), body=text)
-        module.functions[name] = PARALLEL_TEMPLATE.format(
-            name=name, params=", ".join(params), step=step_name, args=", ".join(params[1:]))
+        module.add(FUNCTION_TEMPLATE, name=step_name,
+                   params=", ".join(["t"] + params[1:]), body=text)
+        module.add(PARALLEL_TEMPLATE, name=name, params=", ".join(params),
+                   step=step_name, args=", ".join(params[1:]))
         return name
     body.dedent()
     for j in sorted(in_place):                # the ring's last row is (n_run - 1 + L) % rows
@@ -1002,8 +1027,7 @@ def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True) -
         body(f"    {bufs[j]}[1] = {bufs[j]}[0]")
     body("return n_run")
     text = r.alloc.text() + "\n" + body.text() if r.alloc.lines else body.text()
-    module.functions[name] = FUNCTION_TEMPLATE.format(name=name, params=", ".join(params),
-                                                      body=text)
+    module.add(FUNCTION_TEMPLATE, name=name, params=", ".join(params), body=text)
     return name
 
 
@@ -1019,6 +1043,5 @@ def render_main_function(module: Module, ir: IR) -> str:
     outs = [r.name(v) for v in ir.outputs]
     body(f"return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
     text = (r.alloc.text() + "\n" if r.alloc.lines else "") + body.text()
-    module.functions[name] = FUNCTION_TEMPLATE.format(name=name, params=", ".join(params),
-                                                      body=text)
+    module.add(FUNCTION_TEMPLATE, name=name, params=", ".join(params), body=text)
     return name

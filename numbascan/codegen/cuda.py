@@ -120,8 +120,11 @@ class Module(CpuModule):
     # it counts towards the block of every kernel that calls it
     shared_bytes: dict = field(default_factory=dict)
 
+    def module_fields(self):
+        return {}                     # the kernel templates have no module-wide fields
+
     def source(self, title):
-        return MODULE_TEMPLATE.format(title=title, functions="\n\n".join(self.functions.values()))
+        return MODULE_TEMPLATE.format(title=title, functions=self.function_texts())
 
 
 @dataclass(frozen=True)
@@ -282,6 +285,7 @@ class ElementwiseRenderer(CudaRenderer):
             key, base = (self.name(v) for v in e.inputs)
             p = e.p
             width = p["dist"][0] if p["kind"] == "binomial" else 1
+            self.module.draws = True
             flat = " + ".join(f"{i} * {st}" for i, st in zip(self.index, _strides(self.shape)))
             args = ", ".join(repr(a) for a in p["dist"])
             out(f"{self.name(res)} = {RANDOM_DEVICE[p['kind']]}({key}, {base} + "
@@ -431,7 +435,7 @@ def _finish(module: Module, r: CudaRenderer, template, name, params, body: Lines
             f"mode='cuda': this step needs {r.declared_bytes // 1024} KB of shared memory for "
             f"its temporaries, more than the {SHARED_BYTES // 1024} KB one block has")
     text = r.alloc.text() + "\n" + body.text() if r.alloc.lines else body.text()
-    module.functions[name] = template.format(name=name, params=", ".join(params), body=text)
+    module.add(template, name=name, params=", ".join(params), body=text)
 
 
 def render_scan_device(module: Module, step: IR, layout: Layout, lanes: int) -> str:
