@@ -520,13 +520,13 @@ def scan_python(sa: ScanArgs):
     n = sa.n_steps
     seqs = [_readonly(np.asarray(s)) for s in sa.seqs]
     nonseqs = [_readonly(np.asarray(v)) for v in sa.nonseqs]
-    hist = []          # per fed-back output: the last L states, hist[k][L + tap] = out[t + tap]
+    hist = []          # per fed-back output: a window of its last L states (layout.py)
     for init, taps in zip(sa.inits, sa.out_taps):
         if taps:
             init = np.asarray(init)
             rows = [init.copy()] if taps == (-1,) else [np.array(x) for x in init]
             hist.append(collections.deque(rows, maxlen=len(rows)))
-    fed = [i for i, taps in enumerate(sa.out_taps) if taps]
+    fed = [(i, OutLayout(taps)) for i, taps in enumerate(sa.out_taps) if taps]
     collected, shared_frame, frame = None, {}, _PythonFrame(_FRAME.get())
     shared_keys, n_run = [], 0
     tokens = (_FRAME.set(frame), _PYTHON_STATES.set(_PYTHON_STATES.get() + (shared_frame,)),
@@ -536,10 +536,8 @@ def scan_python(sa: ScanArgs):
             args = []
             for s, sl in zip(seqs, sa.seq_layouts):
                 args += sl.rows(s, t, sa.go_backwards)
-            for k, i in enumerate(fed):
-                L = max(-tp for tp in sa.out_taps[i])
-                for tap in sa.out_taps[i]:
-                    args.append(_readonly(hist[k][L + tap]))
+            for k, (_, ol) in enumerate(fed):
+                args += [_readonly(hist[k][ol.window_row(tap)]) for tap in ol.taps]
             args += nonseqs
             outputs, updates, cond = split_step_result(sa.fn(*args))
             outputs = [np.asarray(o) for o in outputs]
@@ -551,7 +549,7 @@ def scan_python(sa: ScanArgs):
                 if sa.keep_last:           # reduce/foldl/foldr keep only the last step
                     c.clear()
                 c.append(o.copy())
-            for k, i in enumerate(fed):
+            for k, (i, _) in enumerate(fed):
                 hist[k].append(outputs[i].copy())
             # every new value is read before any is written: updates are simultaneous
             new_values = []

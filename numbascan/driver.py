@@ -77,40 +77,84 @@ def as_argument(x):
     return x[()] if x.ndim == 0 else x
 
 
+# How buffers are made and read: numpy arrays here, device arrays in the CUDA driver (gpu.py),
+# which passes its own versions of these hooks to the functions below.
+
 def _write_rows(rows, init, shape):
     rows[...] = np.reshape(init, shape)
 
 
-def state_buffers(ts: TracedStep, sa: ScanArgs, n: int, empty=np.empty,
-                  write_rows=_write_rows):
-    """One buffer per layout output, initial states written (layout.py explains the rows):
-    `empty(shape, dtype)` allocates it and `write_rows(rows, init, shape)` writes `init` into
-    its first rows (the CUDA driver passes device versions)."""
-    bufs = []
-    fed = iter(i for i in sa.inits if i is not None)
-    shared_inits = iter(k.get_value(borrow=True) for k in ts.shared_states)
-    avals = list(ts.out_avals) + [(k.dtype, k.shape) for k in ts.shared_states]
-    for j, (o, (dtype, shape)) in enumerate(zip(ts.layout.outs, avals)):
-        rows = o.rows if o.rows is not None else o.L + n
-        buf = empty((rows,) + tuple(shape), dtype)
+def _read_row(buf, k):
+    return buf[k]
+
+
+def _as_is(x, shape):
+    return x
+
+
+def layout_buffers(layout: Layout, avals, inits, n: int, empty=np.empty,
+                   write_rows=_write_rows):
+    """One buffer per layout output for `n` steps, with its initial states written (layout.py
+    fixes the rows). `avals`: (dtype, shape) of each output's value at one step; `inits`: the
+    initial states of the fed-back outputs, in order. `empty(shape, dtype)` allocates a
+    buffer, `write_rows(rows, init, shape)` writes `init`, reshaped to `shape`, into `rows`."""
+    bufs, fed = [], iter(inits)
+    for o, (dtype, shape) in zip(layout.outs, avals):
+        buf = empty((o.buffer_rows(n),) + tuple(shape), dtype)
         if o.taps:
-            init = next(fed) if j < ts.n_outputs else next(shared_inits)
-            write_rows(buf[0:o.L], init, (o.L,) + tuple(shape))
+            write_rows(buf[o.init_rows], next(fed), (o.L,) + tuple(shape))
         bufs.append(buf)
     return bufs
 
 
-def results(ts: TracedStep, bufs, n_run):
-    outs = []
-    for o, buf in zip(ts.layout.outs[:ts.n_outputs], bufs):
-        if o.keep == "last":
-            outs.append(buf[(n_run - 1 + o.L) % o.rows] if o.taps else buf[0])
-        else:
-            outs.append(buf[o.L:o.L + n_run])
-    updates = Updates()
-    for k, o, buf in zip(ts.shared_states, ts.layout.outs[ts.n_outputs:], bufs[ts.n_outputs:]):
-        updates[k] = buf[(n_run - 1 + o.L) % o.rows]
+def layout_values(layout: Layout, bufs, n_run, n_rows, read_row=_read_row):
+    """The value of each layout output after `n_run` steps: the rows of its first `n_rows`
+    steps when it keeps all, its last row (`read_row(buf, k)`) when it keeps the last."""
+    return [buf[o.step_rows(n_rows)] if o.keep == "all" else read_row(buf, o.last_row(n_run))
+            for o, buf in zip(layout.outs, bufs)]
+
+
+def state_buffers(ts: TracedStep, sa: ScanArgs, n: int, empty=np.empty,
+                  write_rows=_write_rows):
+    """`layout_buffers` of an eager scan: the initial states are those of `outputs_info`, then
+    the values of the updated shared variables."""
+    inits = [i for i in sa.inits if i is not None]
+    inits += [k.get_value(borrow=True) for k in ts.shared_states]
+    avals = list(ts.out_avals) + [(k.dtype, k.shape) for k in ts.shared_states]
+    return layout_buffers(ts.layout, avals, inits, n, empty, write_rows)
+
+
+def results(ts: TracedStep, bufs, n_run, read_row=_read_row, output=_as_is, update=_as_is):
+    """(outputs, updates) of an eager scan after `n_run` steps. `output(value, shape)` and
+    `update(value, shape)` finish each output and each shared variable's new value (the
+    CUDA driver copies them to the host)."""
+    values = layout_values(ts.layout, bufs, n_run, n_run, read_row)
+    outs = [output(v, tuple(shape) if o.keep == "last" else (n_run,) + tuple(shape))
+            for v, o, (_, shape) in zip(values, ts.layout.outs, ts.out_avals)]
+    updates = Updates((k, update(v, tuple(k.shape)))
+                      for k, v in zip(ts.shared_states, values[ts.n_outputs:]))
     return outs, updates
+
+
+def stream_arguments(ts: TracedStep):
+    """The (key, counter base) arguments of the step's random streams."""
+    args = []
+    for s in ts.streams:
+        args += [np.uint64(s.key), np.uint64(s.counter % 2**64)]
+    return args
+
+
+def advance_streams(ts: TracedStep, n_run):
+    """Each random stream moves past the draws of the `n_run` steps that ran."""
+    for s, (_, per_step) in zip(ts.streams, ts.layout.rng):
+        s.counter += n_run * per_step
+
+
+def call_arguments(ts: TracedStep, sa: ScanArgs, bufs, captures, convert):
+    """The arguments of a compiled loop or kernel that follow n_steps (`convert(x)`: how
+    each array is passed)."""
+    return ([convert(s) for s in sa.seqs] + bufs + [convert(v) for v in sa.nonseqs] +
+            [convert(c) for c in captures] + stream_arguments(ts))
 
 
 @dataclass
@@ -175,11 +219,6 @@ def scan_cpu(sa: ScanArgs):
     bufs = state_buffers(ts, sa, n)
     if ts.layout.keep_last_map_empty(n):
         raise ValueError("reduce/foldl with n_steps=0 has no last step for a map output")
-    args = ([as_argument(s) for s in sa.seqs] + bufs + [as_argument(v) for v in sa.nonseqs] +
-            [as_argument(c) for c in captures])
-    for s in ts.streams:
-        args += [np.uint64(s.key), np.uint64(s.counter % 2**64)]
-    n_run = call_compiled(fn, n, *args)
-    for s, (_, per_step) in zip(ts.streams, ts.layout.rng):
-        s.counter += n_run * per_step
+    n_run = call_compiled(fn, n, *call_arguments(ts, sa, bufs, captures, as_argument))
+    advance_streams(ts, n_run)
     return (*results(ts, bufs, n_run), n_run)

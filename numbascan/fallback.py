@@ -17,6 +17,7 @@ import numpy as np
 
 from .api import ScanError, check_step_outputs
 from .codegen.source import load_module
+from .layout import OutLayout
 
 LOOP_TEMPLATE = '''\
 """numbascan generated driver loop for an untraced step."""
@@ -97,28 +98,24 @@ def scan_untraced(sa, err):
         params.append(f"seq{i}")
         args.append(np.asarray(s))
         for k, tap in enumerate(sl.taps):
-            pos = f"t + {sl.m + tap}"
-            row = f"seq{i}.shape[0] - 1 - ({pos})" if sa.go_backwards else pos
+            row = sl.row("t", tap, sa.go_backwards, f"seq{i}.shape[0]")
             binds.append(f"s{i}_{k} = seq{i}[{row}]")
             call.append(f"s{i}_{k}")
+    # every step is kept; outputs past outputs_info are map outputs
+    layouts = [OutLayout(sa.out_taps[j] if j < len(sa.out_taps) else ())
+               for j in range(len(outputs))]
     bufs = []
-    for j, o in enumerate(outputs):
-        taps = sa.out_taps[j] if j < len(sa.out_taps) else ()
-        L = max(-t for t in taps) if taps else 0
-        buf = np.empty((L + n,) + o.shape, o.dtype)
-        if taps:
-            init = np.asarray(sa.inits[j])
-            if taps == (-1,):
-                buf[0] = init
-            else:
-                buf[:L] = init
+    for j, (o, ol) in enumerate(zip(outputs, layouts)):
+        buf = np.empty((ol.buffer_rows(n),) + o.shape, o.dtype)
+        if ol.taps:
+            buf[ol.init_rows] = np.reshape(sa.inits[j], (ol.L,) + o.shape)
         bufs.append(buf)
         params.append(f"buf{j}")
-        for k, tap in enumerate(taps):
-            binds.append(f"o{j}_{k} = buf{j}[t + {L + tap}]")
+        for k, tap in enumerate(ol.taps):
+            binds.append(f"o{j}_{k} = buf{j}[{ol.read_row('t', tap)}]")
             call.append(f"o{j}_{k}")
         res = "res" if len(outputs) == 1 else f"res[{j}]"
-        stores.append(f"buf{j}[t + {L}] = {res}")
+        stores.append(f"buf{j}[{ol.write_row('t')}] = {res}")
     for i, v in enumerate(sa.nonseqs):
         params.append(f"nonseq{i}")
         args.append(np.asarray(v)[()] if np.ndim(v) == 0 else np.asarray(v))
@@ -136,11 +133,8 @@ def scan_untraced(sa, err):
                       UntracedStepWarning, stacklevel=4)
         outs, updates, _ = scan_python(sa)
         return outs, updates
-    outs = []
-    for j, buf in enumerate(bufs):
-        taps = sa.out_taps[j] if j < len(sa.out_taps) else ()
-        L = max(-t for t in taps) if taps else 0
-        outs.append(buf[L + n - 1] if sa.keep_last else buf[L:])
+    outs = [buf[ol.last_row(n)] if sa.keep_last else buf[ol.step_rows()]
+            for buf, ol in zip(bufs, layouts)]
     from .shared import Updates
     return outs, Updates()
 

@@ -17,9 +17,10 @@ from dataclasses import replace
 import numpy as np
 from numba.core.errors import NumbaPerformanceWarning
 
+from . import driver
 from .api import ScanArgs, _is_device_array
 from .codegen.cpu import program_hash
-from .shared import Shared, Updates
+from .shared import Shared
 from .trace import TracingError
 
 _KERNELS: dict[str, object] = {}
@@ -112,45 +113,45 @@ def _copy_rows(cuda, dst, init, shape):
         dst.copy_to_device(np.ascontiguousarray(np.asarray(init, dtype=dst.dtype).reshape(shape)))
 
 
+def _device_hooks(cuda):
+    """`driver.layout_buffers`'s allocation and initial-state hooks, on the device."""
+    return dict(empty=cuda.device_array,
+                write_rows=lambda rows, init, shape: _copy_rows(cuda, rows, init, shape))
+
+
 def state_buffers(cuda, ts, sa, n):
     """`driver.state_buffers` on the device."""
-    from .driver import state_buffers as host_layout
-    return host_layout(ts, sa, n, empty=cuda.device_array,
-                       write_rows=lambda rows, init, shape: _copy_rows(cuda, rows, init, shape))
+    return driver.state_buffers(ts, sa, n, **_device_hooks(cuda))
 
 
 def _row(buf, k):
+    """Row k of a device buffer, as a device array (of one element for a 1-d buffer)."""
     view = buf[k:k + 1]
     return view.reshape(view.shape[1:]) if len(view.shape) > 1 else view
 
 
+def _row_or_scalar(buf, k):
+    """Row k of a device buffer: a host scalar for a 1-d buffer, else a device array."""
+    return _row(buf, k) if len(buf.shape) > 1 else buf[k:k + 1].copy_to_host()[0]
+
+
+def _to_host(x, shape):
+    return x.copy_to_host().reshape(shape)
+
+
 def results(ts, bufs, n_run, on_host):
-    def finish(x, scalar=False):
-        if not on_host:
-            return x
-        host = x.copy_to_host()
-        return host.reshape(()) if scalar else host
-    outs = []
-    for o, buf in zip(ts.layout.outs[:ts.n_outputs], bufs):
-        if o.keep == "last":
-            k = (n_run - 1 + o.L) % o.rows if o.taps else 0
-            outs.append(finish(_row(buf, k), scalar=len(buf.shape) == 1))
-        else:
-            outs.append(finish(buf[o.L:o.L + n_run]))
-    updates = Updates()
-    for k, o, buf in zip(ts.shared_states, ts.layout.outs[ts.n_outputs:], bufs[ts.n_outputs:]):
-        row = _row(buf, (n_run - 1 + o.L) % o.rows)
-        updates[k] = row.copy_to_host().reshape(k.shape)
-    return outs, updates
+    """`driver.results` from device buffers: outputs copied to the host when `on_host`, the
+    new values of shared variables always."""
+    return driver.results(ts, bufs, n_run, read_row=_row,
+                          output=_to_host if on_host else driver._as_is, update=_to_host)
 
 
 def scan_cuda(sa: ScanArgs, batched=False):
     """Run an eager scan as one kernel launch; -> (outputs, updates, n_run)."""
     from .codegen.cuda import choose_pattern
-    from .driver import traced_scan
     cuda = cuda_module()
     try:
-        ts, _, captures = traced_scan(sa, compile=False)
+        ts, _, captures = driver.traced_scan(sa, compile=False)
     except TracingError as err:
         err.add_context("mode='cuda' (kernels are made from traced steps only)")
         raise
@@ -163,18 +164,14 @@ def scan_cuda(sa: ScanArgs, batched=False):
     on_host = not any(_is_device_array(x) for x in inputs)
     bufs = state_buffers(cuda, ts, sa, n)
     n_run_out = cuda.device_array(1, np.int64)
-    args = ([to_device(cuda, s) for s in sa.seqs] + bufs +
-            [to_device(cuda, v) for v in sa.nonseqs] + [to_device(cuda, c) for c in captures])
-    for s in ts.streams:
-        args += [np.uint64(s.key), np.uint64(s.counter % 2**64)]
+    args = driver.call_arguments(ts, sa, bufs, captures, lambda x: to_device(cuda, x))
     if n > 0:
         blocks, threads = launch_config(kernel.pattern, n)
         kernel[blocks, threads](n, *args, n_run_out)
         n_run = int(n_run_out.copy_to_host()[0]) if ts.layout.until else n
     else:
         n_run = 0
-    for s, (_, per_step) in zip(ts.streams, ts.layout.rng):
-        s.counter += n_run * per_step
+    driver.advance_streams(ts, n_run)
     return (*results(ts, bufs, n_run, on_host), n_run)
 
 
@@ -188,13 +185,8 @@ def scan_equation(*args, step, layout, n_steps, **_):
     origin = [int(dynamic[1])] if dynamic else []
     pattern = choose_pattern(step, layout, batched=layout.parallel)
     kernel = compile_kernel(step, layout, pattern)
-    bufs, fed = [], iter(inits)
-    for o, v in zip(layout.outs, step.outputs):
-        rows = o.rows if o.rows is not None else o.L + n_steps
-        buf = cuda.device_array((rows,) + tuple(v.shape), v.dtype)
-        if o.taps:
-            _copy_rows(cuda, buf[0:o.L], next(fed), (o.L,) + tuple(v.shape))
-        bufs.append(buf)
+    bufs = driver.layout_buffers(layout, [(v.dtype, v.shape) for v in step.outputs], inits,
+                                 n_steps, **_device_hooks(cuda))
     n_run_out = cuda.device_array(1, np.int64)
     call = ([to_device(cuda, s) for s in seqs] + bufs + [to_device(cuda, r) for r in rest] +
             [np.uint64(r) for r in rng])
@@ -203,13 +195,7 @@ def scan_equation(*args, step, layout, n_steps, **_):
         kernel[blocks, threads](n, *origin, *call, n_run_out)
         if layout.until:
             n_run = int(n_run_out.copy_to_host()[0])
-    outs = []
-    for o, buf in zip(layout.outs, bufs):
-        if o.keep == "last":
-            k = o.last_row(n_run)
-            outs.append(_row(buf, k) if len(buf.shape) > 1 else buf[k:k + 1].copy_to_host()[0])
-        else:
-            outs.append(buf[o.L:o.L + n_steps])
+    outs = driver.layout_values(layout, bufs, n_run, n_steps, read_row=_row_or_scalar)
     if layout.counts_steps:
         outs.append(np.int64(n_run))
     return tuple(outs)

@@ -14,6 +14,7 @@ scan counts its steps (until or a run-time trip), the number of steps that ran (
 
 from __future__ import annotations
 
+import collections
 from dataclasses import replace
 
 import numpy as np
@@ -41,12 +42,13 @@ def _impl(*args, step, layout, n_steps, **_):
     seqs, inits, rest, rng, dynamic = layout.split_inputs(args)
     trip, origin = (int(dynamic[0]), int(dynamic[1])) if dynamic else (n_steps, None)
     n = max(0, min(n_steps, trip))
-    inits = list(inits)
+    fed = iter(inits)
     hist, collected = [], [[] for _ in layout.outs]
-    for o in layout.outs:
+    for o in layout.outs:            # a window of the last L states of each fed-back output
         if o.taps:
-            init = np.asarray(inits.pop(0))
-            hist.append([init] if o.taps == (-1,) else list(init))
+            init = np.asarray(next(fed))
+            hist.append(collections.deque([init] if o.taps == (-1,) else list(init),
+                                          maxlen=o.L))
         else:
             hist.append(None)
     n_run = 0
@@ -55,12 +57,10 @@ def _impl(*args, step, layout, n_steps, **_):
         for s, sl in zip(seqs, layout.seqs):
             step_args += sl.rows(s, t, layout.go_backwards, origin)
         for o, h in zip(layout.outs, hist):
-            for tap in o.taps:
-                step_args.append(h[o.L + t + tap])
+            step_args += [h[o.window_row(tap)] for tap in o.taps]
         step_args += rest
-        for j, (offset, per_step) in enumerate(layout.rng):
-            step_args += [rng[2 * j], np.uint64((int(rng[2 * j + 1]) + offset + t * per_step)
-                                                % 2**64)]
+        for j in range(len(layout.rng)):
+            step_args += [rng[2 * j], np.uint64(layout.rng_base(j, int(rng[2 * j + 1]), t))]
         res = eval_ir(step, step_args)
         for o, h, c, r in zip(layout.outs, hist, collected, res):
             r = np.asarray(r)
@@ -104,7 +104,7 @@ def _run_trip(sa: ScanArgs):
             raise ScanError(f"sequences[{i}]: go_backwards over the rows of a scan that stops "
                             f"early (ns.until) is not supported: their number is a run-time "
                             f"value; walk them forwards, or reverse them in the step's scan")
-        support = s.n - (sl.m + sl.M) if sl.m + sl.M else s.n
+        support = sl.steps(s.n)
         trip = support if trip is None else np.minimum(trip, support)
     return trip
 

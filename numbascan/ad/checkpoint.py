@@ -20,7 +20,7 @@ from ..ir import IR
 from ..layout import OutLayout, SeqLayout
 from ..trace import Trace
 from .core import bind_like, replay
-from .scan import Parts, bind_scan_program, device_params, fed_outputs
+from .scan import Parts, bind_scan_program, device_params
 
 
 def segment_length(checkpoint, n_steps):
@@ -65,10 +65,9 @@ def _blocks(eff, sl, S, N):
     """(S, N + m + M, ...) overlapping blocks: block k holds eff[k*N : k*N + N + m + M]."""
     row = tuple(eff.shape[1:])
     body = np.reshape(eff[:S * N], (S, N) + row)
-    halo = sl.m + sl.M
-    if not halo:
+    if not sl.halo:
         return body
-    extra = np.stack([eff[N + i:N + i + S * N:N] for i in range(halo)], axis=1)
+    extra = np.stack([eff[N + i:N + i + S * N:N] for i in range(sl.halo)], axis=1)
     return np.concatenate([body, extra], axis=1)
 
 
@@ -76,7 +75,7 @@ def checkpointed_scan(e, ins, N):
     step, layout, n = e.p["step"], e.p["layout"], e.p["n_steps"]
     S, r = n // N, n % N
     P = Parts.split(layout, ins)
-    fed = fed_outputs(layout)
+    fed = layout.fed
     outs_all = [OutLayout(o.taps, "all") for o in layout.outs]
     effs = [s[::-1] if layout.go_backwards else s for s in P.seqs]
     windows = [init[None] if layout.outs[o].taps == (-1,) else init
@@ -113,7 +112,7 @@ def checkpointed_scan(e, ins, N):
     if r:
         tail = bind_scan_program(
             lambda *a: replay(step, a),
-            [eff[S * N:n + sl.m + sl.M] for eff, sl in zip(effs, layout.seqs)], layout.seqs,
+            [eff[S * N:sl.length(n)] for eff, sl in zip(effs, layout.seqs)], layout.seqs,
             outs_all, inner_inits(final), P.rest, P.rng,
             [(off + S * N * per, per) for off, per in layout.rng], r, name="checkpoint tail",
             params=device_params(e))
@@ -122,7 +121,7 @@ def checkpointed_scan(e, ins, N):
         if ol.keep == "all":
             results.append(np.concatenate([seg_out[o], tail[o]]) if r else seg_out[o])
         elif ol.taps:
-            results.append(tail[o][r - 1] if r else final[fed.index(o)][ol.L - 1])
+            results.append(tail[o][r - 1] if r else final[fed.index(o)][ol.window_row(-1)])
         else:
             results.append(tail[o][r - 1] if r else seg_out[o][S * N - 1])
     return results

@@ -45,23 +45,19 @@ class Parts:
         return cls(*layout.split_inputs(ins))
 
 
-def fed_outputs(layout):
-    return [i for i, o in enumerate(layout.outs) if o.taps]
-
-
 def step_input_mask(layout, seq_on, state_on, rest_on):
     mask = []
     for sl, on in zip(layout.seqs, seq_on):
         mask += [on] * len(sl.taps)
-    for o, on in zip([o for o in layout.outs if o.taps], state_on):
-        mask += [on] * len(o.taps)
-    return mask + list(rest_on) + [False] * (2 * len(layout.rng))
+    for o, on in zip(layout.fed, state_on):
+        mask += [on] * len(layout.outs[o].taps)
+    return mask + list(rest_on) + [False] * layout.n_rng_args
 
 
 def activity(step: IR, layout: Layout, seq_on, state_on, rest_on):
     """Fixpoint: which states carry derivatives, given which inputs do."""
     state_on = list(state_on)
-    fed = fed_outputs(layout)
+    fed = layout.fed
     while True:
         mask = step_input_mask(layout, seq_on, state_on, rest_on)
         act = active_vars(step, mask)
@@ -97,14 +93,13 @@ def bind_scan_program(step_fn, seqs, seq_layouts, out_layouts, inits, rest, rng,
     avals += [(np.dtype(r.dtype), tuple(np.shape(r))) for r in rest]
     avals += [(np.dtype(np.uint64), ())] * len(rng)
     ir, sources = trace_closure(step_fn, avals, name)
-    n_args = len(avals)
-    nr = len(rng)
-    inputs = ir.inputs[:n_args - nr] + ir.inputs[n_args:] + ir.inputs[n_args - nr:n_args]
-    ir = IR(inputs, ir.eqns, ir.outputs)
     layout = Layout(seqs=tuple(seq_layouts), outs=tuple(out_layouts), n_outputs=len(out_layouts),
                     n_nonseqs=len(rest), n_captures=len(sources), rng=tuple(layout_rng),
                     go_backwards=go_backwards, parallel=parallel, until=until,
                     trip=bool(dynamic))
+    n_args, nr = len(avals), layout.n_rng_args     # the captures go before the rng inputs
+    inputs = ir.inputs[:n_args - nr] + ir.inputs[n_args:] + ir.inputs[n_args - nr:n_args]
+    ir = IR(inputs, ir.eqns, ir.outputs)
     return current_trace().bind("scan", list(seqs) + list(inits) + list(rest) + list(sources) +
                                 list(rng) + list(dynamic), step=ir, layout=layout,
                                 n_steps=n_steps, **(params or {}))
@@ -125,7 +120,7 @@ def scan_jvp(e, ins, tins):
     rest_on = [t is not None for t in T.rest]
     mask, out_on, state_on = activity(step, layout, seq_on, [t is not None for t in T.inits],
                                       rest_on)
-    fed = fed_outputs(layout)
+    fed = layout.fed
     act_seqs = [j for j, on in enumerate(seq_on) if on]
     act_rest = [i for i, on in enumerate(rest_on) if on]
     act_outs = [o for o, on in enumerate(out_on) if on]
@@ -184,12 +179,8 @@ class Tape:
 
 def scan_vjp_forward(e, ins, live):
     step, layout, n = e.p["step"], e.p["layout"], e.p["n_steps"]
-    P = Parts.split(layout, ins)
-    ns_, nf = len(P.seqs), len(P.inits)
-    seq_on = live[:ns_]
-    state_on0 = live[ns_:ns_ + nf]
-    rest_on = live[ns_ + nf:ns_ + nf + len(P.rest)]
-    in_mask, out_on, state_on = activity(step, layout, seq_on, state_on0, rest_on)
+    P, live = Parts.split(layout, ins), Parts.split(layout, live)
+    in_mask, out_on, state_on = activity(step, layout, live.seqs, live.inits, live.rest)
     if n == 0:
         return current_trace().bind("scan", ins, **e.p), None
     n_out = len(layout.outs)
@@ -213,7 +204,7 @@ def scan_vjp_forward(e, ins, live):
     known, unknown, residuals = split_known(V, ct_vars, late)
     if e.p.get("remat"):               # record nothing: the backward step recomputes the step
         unknown, residuals = V.eqns, []
-    nr = 2 * len(layout.rng)
+    nr = layout.n_rng_args                # the extra captures go before the rng inputs
     fwd_inputs = X_vars[:nx - nr] + extra + X_vars[nx - nr:]
     forward = dead_code_elimination(IR(fwd_inputs, tuple(known),
                                        tuple(V.outputs[:n_out]) + tuple(residuals) +
@@ -250,7 +241,7 @@ def _last_state(states, n_run, init, ol):
     if isinstance(n_run, (int, np.integer)):
         return states[n_run - 1]
     last = states[np.maximum(n_run - 1, 0)]
-    first = init if ol.taps == (-1,) else init[ol.L - 1]
+    first = init if ol.taps == (-1,) else init[ol.window_row(-1)]
     return np.where(n_run > 0, last, first)
 
 
@@ -291,13 +282,13 @@ def scan_vjp_backward(e, ins, outs, gs, tape: Tape):
     truncate_gradient=k it runs min(k, steps run) steps)."""
     step, layout, n = e.p["step"], e.p["layout"], e.p["n_steps"]
     P = Parts.split(layout, ins)
-    fed = fed_outputs(layout)
+    fed = layout.fed
     if tape is None:                                     # zero steps: outputs are the inits
         cts = [None] * len(ins)
         for k, o in enumerate(fed):
             if gs[o] is not None and layout.outs[o].keep == "last":
                 cts[len(P.seqs) + k] = gs[o] if layout.outs[o].taps == (-1,) else \
-                    _pad_rows(gs[o][None], layout.outs[o].L - 1, 0)
+                    _pad_rows(gs[o][None], layout.outs[o].window_row(-1), 0)
         return cts
     n_run = tape.n_run
     static = isinstance(n_run, (int, np.integer))
@@ -314,7 +305,7 @@ def scan_vjp_backward(e, ins, outs, gs, tape: Tape):
         if not layout.go_backwards:
             eff, k = s, None
         elif layout.trip:                                # walked back from its origin
-            k = P.dynamic[1] + (sl.m + sl.M)
+            k = sl.length(P.dynamic[1])
             eff = _reverse(s, k)
         else:
             eff, k = s[::-1], s.shape[0]
@@ -354,14 +345,13 @@ def scan_vjp_backward(e, ins, outs, gs, tape: Tape):
         if ol.keep == "last" and gs[o] is not None:      # the last state's cotangent
             w = _pad_rows(gs[o][None].astype(init.dtype), 0, ol.L - 1)
         windows.append(w)
-    n_seq_in = sum(len(sl.taps) for sl in layout.seqs)
-    n_state_in = sum(len(layout.outs[o].taps) for o in fed)
-    rest_mask = tape.in_mask[n_seq_in + n_state_in:n_seq_in + n_state_in + len(P.rest)]
+    n_seq_in, n_state_in = layout.n_seq_args, layout.n_state_args
+    seq_masks, _, rest_mask, _ = layout.split_step_inputs(tape.in_mask)
     act_rest = [i for i, on in enumerate(rest_mask) if on]
     accs = [zeros_like(P.rest[i]) for i in act_rest]
-    seq_mask = tape.in_mask[:n_seq_in]
+    seq_mask = [on for mask in seq_masks for on in mask]
     n_res = len(tape.residuals)
-    nr = 2 * len(layout.rng)
+    nr = layout.n_rng_args
     backward = tape.backward
 
     def bwd_step(*args):
@@ -387,14 +377,10 @@ def scan_vjp_backward(e, ins, outs, gs, tape: Tape):
                                                         step.outputs[o].dtype)))
         in_cts = iter(replay(backward, X + extra + res + cts))
         per_input = [next(in_cts) if on else None for on in tape.in_mask]
-        seq_cts = [c for c, on in zip(per_input[:n_seq_in], seq_mask) if on]
-        state_cts = per_input[n_seq_in:n_seq_in + n_state_in]
-        new_wins, pos = [], 0
-        tap_cts = {}
-        for k, o in enumerate(fed):
-            for tap in layout.outs[o].taps:
-                tap_cts[(o, tap)] = state_cts[pos]
-                pos += 1
+        seq_in, state_in, rest_cts, _ = layout.split_step_inputs(per_input)
+        seq_cts = [c for c, on in zip([x for xs in seq_in for x in xs], seq_mask) if on]
+        tap_cts = {(o, tap): c for o in fed for tap, c in zip(layout.outs[o].taps, state_in[o])}
+        new_wins = []
         for k, w in zip(act_fed, wins):
             o = fed[k]
             L = layout.outs[o].L
@@ -404,7 +390,6 @@ def scan_vjp_backward(e, ins, outs, gs, tape: Tape):
                 c = tap_cts.get((o, -(j + 1)))
                 rows.append(row + c if c is not None else row)
             new_wins.append(np.stack(rows))
-        rest_cts = per_input[n_seq_in + n_state_in:n_seq_in + n_state_in + len(P.rest)]
         new_acc = [a + rest_cts[i] for a, i in zip(acc, act_rest)]
         return new_wins + new_acc + seq_cts
 
@@ -430,21 +415,18 @@ def scan_vjp_backward(e, ins, outs, gs, tape: Tape):
     base = len(P.seqs) + len(P.inits)
     for i in act_rest:
         cts[base + i] = next(it)
-    pos = 0
-    for j, (s, sl) in enumerate(zip(P.seqs, layout.seqs)):
+    for j, (s, sl, mask) in enumerate(zip(P.seqs, layout.seqs, seq_masks)):
         total = None
-        for tap in sl.taps:
-            if not seq_mask[pos]:
-                pos += 1
+        for tap, on in zip(sl.taps, mask):
+            if not on:
                 continue
-            pos += 1
             c = next(it)                    # row i: step n_run - 1 - i, for i < nb
             if static:                      # steps n_run - nb .. n_run - 1, in order
                 c = c[:nb][::-1]
-                before = n_run - nb + sl.m + tap
+                before = sl.row(n_run - nb, tap)
             else:
                 c = bind("reverse_rows", [_rows_before(c, nb) if trunc > 0 else c, n_run])
-                before = sl.m + tap
+                before = sl.row(0, tap)
             placed = _pad_rows(c, before, s.shape[0] - before - c.shape[0])
             total = rules._add(total, placed)
         if total is not None:

@@ -18,19 +18,22 @@ Generated functions (see `render_scan_module` / `render_main_module`):
     scan_<h>(n_steps, seq..., out_buf..., non_seq..., capture..., rng_key, rng_base, ...) -> n_run
     main_<h>(input..., capture..., rng_key, rng_base, ...) -> tuple of outputs
 
-Buffer layouts are those of `layout.py`.
+Buffer layouts are those of `layout.py`; the binding of a scan's step to its rows and the time
+loop are rendered by `codegen/scanloop.py` (shared with the CUDA stage).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 
 from ..ir import IR, Eqn, Lit, Var
 from ..layout import Layout
 from ..primitives import REDUCE, TABLE
+from .scanloop import bind_step, render_step, render_time_loop, signature, time_params
 
 MODULE_TEMPLATE = '''\
 """numbascan generated module. Source of: {title}"""
@@ -754,6 +757,8 @@ class Renderer:
     # buffers, the arguments added to its call (the CUDA renderer replaces these)
     RANDOM_FUNCTIONS = {"uniform": "uniform_nb", "normal": "normal_nb", "binomial": "binomial_nb"}
     NESTED_SCAN_ARGS: tuple = ()
+    # a scan step's bound values are named in the order the step reads them (scanloop.py)
+    NAME_ROWS_FIRST = False
 
     def nested_scan(self, step, layout):
         return render_scan_function(self.module, step, layout, hoist=not self.in_loop)
@@ -775,14 +780,12 @@ class Renderer:
     def r_scan(self, out: Lines, e: Eqn):
         step, layout, n = e.p["step"], e.p["layout"], e.p["n_steps"]
         fname = self.nested_scan(step, layout)
-        seq_vars, _, _, _, dynamic = layout.split_inputs(e.inputs)
-        ns = len(layout.seqs)
+        seq_vars, init_vars, rest_vars, rng_vars, dynamic = layout.split_inputs(e.inputs)
         seqs = [self.name(v) for v in seq_vars]
-        inits = iter(e.inputs[ns:])
+        inits = iter(init_vars)
         bufs = []
         for o, res in zip(layout.outs, e.outputs):
-            rows = o.rows if o.rows is not None else o.L + n
-            shape = (rows,) + (res.shape if o.keep == "last" else res.shape[1:])
+            shape = (o.buffer_rows(n),) + (res.shape if o.keep == "last" else res.shape[1:])
             b = self.fresh("sbuf")
             self.scan_buffer(b, shape, res.dtype)
             bufs.append(b)
@@ -793,8 +796,7 @@ class Renderer:
                 else:
                     self.copy_into(out, b, None, init, (o.L,) + shape[1:])
         self.barrier(out)
-        n_in = len(e.inputs) - layout.n_dynamic
-        rest = [self.name(v) for v in e.inputs[ns + sum(1 for o in layout.outs if o.taps):n_in]]
+        rest = [self.name(v) for v in rest_vars + rng_vars]
         nrun = self.fresh("nrun")
         trip = [f"min({n}, max(0, {self.name(dynamic[0])}))", self.name(dynamic[1])] \
             if dynamic else [str(n)]
@@ -804,10 +806,9 @@ class Renderer:
             out(f"{self.name(e.outputs[len(layout.outs)])} = {nrun}")
         for o, res, b in zip(layout.outs, e.outputs, bufs):
             if o.keep == "last":
-                row = f"({nrun} - 1 + {o.L}) % {o.rows}" if o.taps else "0"
-                out(f"{self.name(res)} = {b}[{row}]")
+                out(f"{self.name(res)} = {b}[{o.last_row(nrun)}]")
             else:
-                out(f"{self.name(res)} = {b}[{o.L}:]" if o.taps else f"{self.name(res)} = {b}")
+                out(f"{self.name(res)} = {_rows_src(b, o.step_rows())}")
 
 
 def sink_elementwise(eqns):
@@ -827,8 +828,9 @@ def sink_elementwise(eqns):
     return eqns
 
 
-def _params(n, prefix):
-    return [f"{prefix}{i}" for i in range(n)]
+def _rows_src(name, rows: slice):
+    """Source of `name[rows]` for a slice of rows to the end (`name` itself for all rows)."""
+    return name if not rows.start else f"{name}[{rows.start}:]"
 
 
 def hoistable_matmuls(step: IR, seq_rows: dict, invariant: set):
@@ -856,10 +858,9 @@ def in_place_outputs(step: IR, layout: Layout) -> set:
         return set()
     eqns = sink_elementwise(step.eqns)
     made_by = {v.id: k for k, e in enumerate(eqns) for v in e.outputs}
-    taps = iter(step.inputs[layout.n_seq_args:layout.n_seq_args + layout.n_state_args])
     found = set()
-    for j, (o, res) in enumerate(zip(layout.outs, step.outputs)):
-        old = [next(taps) for _ in o.taps]
+    state_taps = layout.split_step_inputs(step.inputs)[1]
+    for j, (o, res, old) in enumerate(zip(layout.outs, step.outputs, state_taps)):
         if (o.keep != "last" or o.taps != (-1,) or not isinstance(res, Var) or
                 res.id not in made_by or res.shape != old[0].shape or
                 old[0].size <= SMALL_SIZE or sum(w is res for w in step.outputs) != 1 or
@@ -889,24 +890,10 @@ def carried_window(r: Renderer, j, bname, o, tap_vars):
             r.alloc(f"{name} = {bname}[{_idx([str(row)] + [str(i) for i in index])}]")
     for tap, w in zip(o.taps, tap_vars):
         if w.shape == ():
-            r.names[w.id] = window[o.L + tap][0]
+            r.names[w.id] = window[o.window_row(tap)][0]
         else:
-            r.elems[w.id] = window[o.L + tap]
+            r.elems[w.id] = window[o.window_row(tap)]
     return window
-
-
-def shift_windows(r: Renderer, out: Lines, windows, results):
-    """End of a step: every window drops its oldest row and takes the new state."""
-    new = {}
-    for j, window in windows:
-        v = results[j]
-        new[j] = [f"carry{j}_new_{k}" for k in range(len(window[0]))]
-        for name, index in zip(new[j], np.ndindex(*v.shape)):
-            out(f"{name} = {r.cast(r.elem(v, index), v.dtype)}")
-    for j, window in windows:
-        for older, newer in zip(window, window[1:] + [new[j]]):
-            for a, b in zip(older, newer):
-                out(f"{a} = {b}")
 
 
 def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True) -> str:
@@ -927,102 +914,38 @@ def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True) -
     r.in_loop = True
     r.unroll = True
     body = Lines()
-    n_rng = len(layout.rng)
-    seqs = _params(len(layout.seqs), "seq")
-    bufs = _params(len(layout.outs), "buf")
-    rest = _params(layout.n_nonseqs, "nonseq") + _params(layout.n_captures, "cap")
-    rng = [p for j in range(n_rng) for p in (f"rng_key{j}", f"rng_base{j}")]
-    params = ["n_steps"] + (["origin"] if layout.trip else []) + seqs + bufs + rest + rng
-
-    inputs = iter(step.inputs)
-    binds = []                               # (var, expression) bound at the top of each step
-    seq_rows = {}                            # sequence tap var id -> (sequence, row expression)
-    for sname, sl in zip(seqs, layout.seqs):
-        for tap in sl.taps:
-            row = sl.row("t", tap, layout.go_backwards, f"{sname}.shape[0]",
-                         "origin" if layout.trip else None)
-            v = next(inputs)
-            seq_rows[v.id] = (sname, row)
-            binds.append((v, f"{sname}[{row}]"))
-    windows = []                             # (output index, locals per window row)
+    seqs, bufs, rest, rng = signature(layout)
+    params = time_params(layout) + seqs + bufs + rest + rng
     in_place = in_place_outputs(step, layout)
-    for j, (bname, o) in enumerate(zip(bufs, layout.outs)):
-        tap_vars = [next(inputs) for _ in o.taps]
-        window = carried_window(r, j, bname, o, tap_vars) if not layout.parallel else None
-        if window is not None:
-            windows.append((j, window))
-        for tap, v in zip(o.taps, tap_vars):
-            row = f"t + {o.L + tap}" if o.keep == "all" else f"(t + {o.L + tap}) % {o.rows}"
-            row = "0" if j in in_place else row
-            if v.shape != () or window is None:
-                binds.append((v, f"{bname}[{row}]"))
-    for pname in rest:
-        v = next(inputs)
-        r.names[v.id] = pname
-    for j, (offset, per_step) in enumerate(layout.rng):
-        key, base = next(inputs), next(inputs)
-        r.names[key.id] = f"rng_key{j}"
-        binds.append((base, f"rng_base{j} + np.uint64({offset}) + np.uint64(t) * "
-                            f"np.uint64({per_step})"))
-
-    results = list(step.outputs)
-    rows = []
-    for j, (bname, o, v) in enumerate(zip(bufs, layout.outs, results)):
-        if j in in_place:
-            rows.append("0")
-        elif o.taps:
-            rows.append(f"t + {o.L}" if o.keep == "all" else f"(t + {o.L}) % {o.rows}")
-        else:
-            rows.append("t" if o.keep == "all" else "0")
-    produced = {v.id for e in step.eqns for v in e.outputs}
-    for bname, row, v in zip(bufs, rows, results):
-        if (isinstance(v, Var) and v.shape != () and v.id in produced and
-                sum(1 for w in results if w is v) == 1):
-            r.alias[v.id] = f"{bname}[{row}]"
-    invariant = {v.id for v in step.inputs[layout.n_seq_args + layout.n_state_args:
-                                           len(step.inputs) - 2 * n_rng]}
-    r.invariant = invariant
-    hoisted = hoistable_matmuls(step, seq_rows, invariant) if hoist else {}
+    window = None if layout.parallel else partial(carried_window, r)
+    b = bind_step(r, step, layout, seqs, bufs, rest, window=window, in_place=in_place)
+    r.invariant = {v.id for v in layout.split_step_inputs(step.inputs)[2]}
+    hoisted = hoistable_matmuls(step, b.seq_rows, r.invariant) if hoist else {}
     for k, (sname, row) in hoisted.items():
         e = step.eqns[k]
-        res, b = e.outputs[0], e.inputs[1]
+        res, w = e.outputs[0], e.inputs[1]
         h = r.fresh("hoisted")
         body(f"{h} = np.empty(({sname}.shape[0],) + {tuple(res.shape)!r}, "
              f"dtype={dtype_src(res.dtype)})")
-        body(f"np.dot({sname}, {r.name(b)}, {h})")
+        body(f"np.dot({sname}, {r.name(w)}, {h})")
         module.uses_blas = True
-        binds.append((res, f"{h}[{row}]"))
-    if not layout.parallel:
-        body("n_run = n_steps")
-        body("for t in range(n_steps):")
-        body.indent()
-    step_body = Lines()
-    step_body.depth = body.depth
-    r.body(step_body, [e for k, e in enumerate(step.eqns) if k not in hoisted], results)
-    for v, expr in binds:
-        if v.id not in r.elems or v.id in r.memory_reads:   # rows read element-wise need no view
-            body(f"{r.name(v)} = {expr}")
-    body.lines += step_body.lines
-    for bname, row, v in zip(bufs, rows, results):
-        if not (isinstance(v, Var) and v.id in r.aliased):
-            r.copy_into(body, bname, row, v, v.shape)
-    shift_windows(r, body, windows, results)
-    if layout.until:
-        body(f"if {r.name(results[-1])}:")
-        body("    n_run = t + 1")
-        body("    break")
-    text = r.alloc.text() + "\n" + body.text() if r.alloc.lines else body.text()
+        b.binds.append((res, f"{h}[{row}]"))
+    eqns = [e for k, e in enumerate(step.eqns) if k not in hoisted]
     if layout.parallel:
         # independent steps: one step per call of its own function (which allocates its
         # temporaries), the steps spread over cores by prange
+        render_step(r, body, b, bufs, eqns)
+        text = r.alloc.text() + "\n" + body.text() if r.alloc.lines else body.text()
         step_name = "step" + name[4:]
         module.add(FUNCTION_TEMPLATE, name=step_name,
                    params=", ".join(["t"] + params[1:]), body=text)
         module.add(PARALLEL_TEMPLATE, name=name, params=", ".join(params),
                    step=step_name, args=", ".join(params[1:]))
         return name
-    body.dedent()
-    for j in sorted(in_place):                # the ring's last row is (n_run - 1 + L) % rows
+    render_time_loop(r, body, b, bufs, eqns, layout.until)
+    # an in-place output's state is in row 0; its readers take OutLayout.last_row(n_run),
+    # (n_run - 1 + 1) % 2
+    for j in sorted(in_place):
         body("if n_run % 2 == 1:")
         body(f"    {bufs[j]}[1] = {bufs[j]}[0]")
     body("return n_run")

@@ -18,7 +18,8 @@ Kernel patterns, chosen from the step program by `choose_pattern`:
     batched      a parallel map (`ns.vmap`): step t runs in thread t (lanes == 1) or in block t
                  (lanes > 1, the block pattern inside).
 
-Generated functions (buffers as in `layout.py`, rows of `buf` exactly those of the CPU loop):
+Generated functions (buffers as in `layout.py`; the step is bound to its rows, and the time
+loop rendered, by `codegen/scanloop.py`, as for the CPU loop):
 
     kernel_<h>(n_steps, seq..., buf..., non_seq..., capture..., rng_key, rng_base, ..., n_run)
     scan_<h>(n_steps, seq..., buf..., non_seq..., capture..., rng..., lane) -> n_run   (device
@@ -36,8 +37,9 @@ import numpy as np
 from ..ir import IR, Lit, Var
 from ..layout import Layout
 from ..primitives import REDUCE, TABLE
-from .cpu import Lines, Renderer, _idx, _params, dtype_src, literal_src, program_hash
+from .cpu import Lines, Renderer, _idx, dtype_src, literal_src, program_hash
 from .cpu import Module as CpuModule
+from .scanloop import bind_step, render_step, render_time_loop, signature, time_params
 
 MODULE_TEMPLATE = '''\
 """numbascan generated module (CUDA). Source of: {title}"""
@@ -247,6 +249,7 @@ class CudaRenderer(Renderer):
 
     RANDOM_FUNCTIONS = RANDOM_DEVICE
     NESTED_SCAN_ARGS = ("lane",)
+    NAME_ROWS_FIRST = True                    # a kernel names its bound rows first, in order
 
     def nested_scan(self, step, layout):
         fname = render_scan_device(self.module, step, layout, self.lanes)
@@ -351,82 +354,8 @@ def choose_pattern(step: IR, layout: Layout, batched=False) -> Pattern:
     return Pattern("block", lanes)
 
 
-def _bind_step(r: Renderer, step: IR, layout: Layout, seqs, bufs, rest, time="t"):
-    """Bind the step's inputs to rows of the sequences and buffers at step `time`; mark the
-    results written in place. -> (binds, rows of the results, results)."""
-    inputs = iter(step.inputs)
-    binds = []
-    for sname, sl in zip(seqs, layout.seqs):
-        for tap in sl.taps:
-            row = sl.row(time, tap, layout.go_backwards, f"{sname}.shape[0]",
-                         "origin" if layout.trip else None)
-            binds.append((next(inputs), f"{sname}[{row}]"))
-    for bname, o in zip(bufs, layout.outs):
-        for tap in o.taps:
-            row = f"{time} + {o.L + tap}" if o.keep == "all" else \
-                f"({time} + {o.L + tap}) % {o.rows}"
-            binds.append((next(inputs), f"{bname}[{row}]"))
-    for pname in rest:
-        r.names[next(inputs).id] = pname
-    for j, (offset, per_step) in enumerate(layout.rng):
-        key, base = next(inputs), next(inputs)
-        r.names[key.id] = f"rng_key{j}"
-        binds.append((base, f"rng_base{j} + np.uint64({offset}) + np.uint64({time}) * "
-                            f"np.uint64({per_step})"))
-    results = list(step.outputs)
-    rows = []
-    for o in layout.outs:
-        if o.taps:
-            rows.append(f"{time} + {o.L}" if o.keep == "all" else f"({time} + {o.L}) % {o.rows}")
-        else:
-            rows.append(time if o.keep == "all" else "0")
-    produced = {v.id for e in step.eqns for v in e.outputs}
-    for bname, row, v in zip(bufs, rows, results):
-        if (isinstance(v, Var) and v.shape != () and v.id in produced and
-                sum(1 for w in results if w is v) == 1):
-            r.alias[v.id] = f"{bname}[{row}]"
-    return binds, rows, results
-
-
-def _signature(layout: Layout):
-    seqs = _params(len(layout.seqs), "seq")
-    bufs = _params(len(layout.outs), "buf")
-    rest = _params(layout.n_nonseqs, "nonseq") + _params(layout.n_captures, "cap")
-    rng = [p for j in range(len(layout.rng)) for p in (f"rng_key{j}", f"rng_base{j}")]
-    return seqs, bufs, rest, rng
-
-
-def _time_params(layout: Layout):
-    """The leading parameters: the number of steps to run, and the origin of a run-time trip."""
-    return ["n_steps"] + (["origin"] if layout.trip else [])
-
-
-def _step_body(r: CudaRenderer, body: Lines, step, layout, bufs, binds, rows, results):
-    """One step: bind rows, run the equations, store results, synchronise."""
-    for v, expr in binds:
-        body(f"{r.name(v)} = {expr}")
-    r.body(body, step.eqns, results)
-    for bname, row, v in zip(bufs, rows, results):
-        if not (isinstance(v, Var) and v.id in r.aliased):
-            r.copy_into(body, bname, row, v, v.shape)
-    r.barrier(body)
-
-
 class SharedMemoryExceeded(ValueError):
     pass
-
-
-def _time_loop(r: CudaRenderer, body: Lines, step, layout, bufs, binds, rows, results):
-    """`for t in range(n_steps)` over the step; `n_run` counts the steps run (ns.until)."""
-    body("n_run = n_steps")
-    body("for t in range(n_steps):")
-    body.indent()
-    _step_body(r, body, step, layout, bufs, binds, rows, results)
-    if layout.until:
-        body(f"if {r.name(results[-1])}:")
-        body("    n_run = t + 1")
-        body("    break")
-    body.dedent()
 
 
 def _finish(module: Module, r: CudaRenderer, template, name, params, body: Lines):
@@ -444,12 +373,13 @@ def render_scan_device(module: Module, step: IR, layout: Layout, lanes: int) -> 
     if name in module.functions:
         return name
     r = CudaRenderer(module, lanes)
-    seqs, bufs, rest, rng = _signature(layout)
+    seqs, bufs, rest, rng = signature(layout)
     body = Lines()
-    _time_loop(r, body, step, layout, bufs, *_bind_step(r, step, layout, seqs, bufs, rest))
+    render_time_loop(r, body, bind_step(r, step, layout, seqs, bufs, rest), bufs, step.eqns,
+                     layout.until)
     body("return n_run")
     _finish(module, r, DEVICE_TEMPLATE, name,
-            _time_params(layout) + seqs + bufs + rest + rng + ["lane"], body)
+            time_params(layout) + seqs + bufs + rest + rng + ["lane"], body)
     module.shared_bytes[name] = r.declared_bytes
     return name
 
@@ -459,13 +389,13 @@ def render_scan_kernel(module: Module, step: IR, layout: Layout, pattern: Patter
     name = "kernel_" + program_hash(step.fingerprint(), layout, pattern)
     if name in module.functions:
         return name
-    seqs, bufs, rest, rng = _signature(layout)
-    params = _time_params(layout) + seqs + bufs + rest + rng + ["n_run_out"]
+    seqs, bufs, rest, rng = signature(layout)
+    params = time_params(layout) + seqs + bufs + rest + rng + ["n_run_out"]
     if pattern.kind == "elementwise":
         return _render_elementwise(module, name, step, layout, pattern, params)
     r = CudaRenderer(module, pattern.lanes)
     body = Lines()
-    binds, rows, results = _bind_step(r, step, layout, seqs, bufs, rest)
+    b = bind_step(r, step, layout, seqs, bufs, rest)
     if pattern.kind == "batched":
         if pattern.lanes > 1:
             body("lane = cuda.threadIdx.x")
@@ -475,10 +405,10 @@ def render_scan_kernel(module: Module, step: IR, layout: Layout, pattern: Patter
             body("t = cuda.grid(1)")
             body("if t >= n_steps:")
             body("    return")
-        _step_body(r, body, step, layout, bufs, binds, rows, results)
+        render_step(r, body, b, bufs, step.eqns)
     else:
         body("lane = cuda.threadIdx.x")
-        _time_loop(r, body, step, layout, bufs, binds, rows, results)
+        render_time_loop(r, body, b, bufs, step.eqns, layout.until)
         body("if lane == 0:")
         body("    n_run_out[0] = n_run")
     _finish(module, r, KERNEL_TEMPLATE, name, params, body)
@@ -486,7 +416,7 @@ def render_scan_kernel(module: Module, step: IR, layout: Layout, pattern: Patter
 
 
 def _render_elementwise(module, name, step, layout, pattern, params):
-    seqs, bufs, rest, rng = _signature(layout)
+    seqs, bufs, rest, rng = signature(layout)
     shape = pattern.shape
     index = [f"k{d}" for d in range(len(shape))]
     r = ElementwiseRenderer(module, shape, index)
@@ -497,17 +427,16 @@ def _render_elementwise(module, name, step, layout, pattern, params):
     for i, expr in zip(index, r._unravel("f", shape)):
         body(f"{i} = {expr}")
     at = _idx(index)
-    binds, rows, results = _bind_step(r, step, layout, seqs, bufs, rest)
+    b = bind_step(r, step, layout, seqs, bufs, rest)
     r.alias.clear()                              # results are registers, stored below
-    # fed-back outputs with the single tap -1 live in a register across steps (their first
-    # row is 0 in both buffer layouts); a last-step-only map output too
+    # fed-back outputs with the single tap -1 live in a register across steps; a
+    # last-step-only map output too
     carried = {}
-    state_vars = iter(step.inputs[layout.n_seq_args:layout.n_seq_args + layout.n_state_args])
-    for j, o in enumerate(layout.outs):
-        tap_vars = [next(state_vars) for _ in o.taps]
+    state_taps = layout.split_step_inputs(step.inputs)[1]
+    for j, (o, tap_vars) in enumerate(zip(layout.outs, state_taps)):
         if o.taps == (-1,):
             carried[j] = f"carry{j}"
-            body(f"carry{j} = {bufs[j]}[0, {at}]")
+            body(f"carry{j} = {bufs[j]}[{o.read_row(0, -1)}, {at}]")
             r.names[tap_vars[0].id] = carried[j]
             r.scalars.add(tap_vars[0].id)
         elif not o.taps and o.keep == "last":
@@ -515,17 +444,17 @@ def _render_elementwise(module, name, step, layout, pattern, params):
             body(f"last{j} = {literal_src(0, step.outputs[j].dtype)}")
     body("for t in range(n_steps):")
     body.indent()
-    for v, expr in binds:
+    for v, expr in b.binds:
         if v.id not in r.scalars:
             body(f"{r.name(v)} = {expr}")
-    r.body(body, step.eqns, results)
+    r.body(body, step.eqns, b.results)
     new = []
-    for j, v in enumerate(results):
+    for j, v in enumerate(b.results):
         value = r.read(v)
         nv = f"new{j}"
         body(f"{nv} = {value}")
         new.append(nv)
-    for j, (o, row) in enumerate(zip(layout.outs, rows)):
+    for j, (o, row) in enumerate(zip(layout.outs, b.rows)):
         if o.keep == "all":
             body(f"{bufs[j]}[{row}, {at}] = {new[j]}")
         elif not o.taps and j not in carried:
@@ -538,9 +467,8 @@ def _render_elementwise(module, name, step, layout, pattern, params):
     for j, c in carried.items():
         o = layout.outs[j]
         if o.keep == "last":
-            row = f"(n_steps - 1 + {o.L}) % {o.rows}" if o.taps else "0"
             body("if n_steps > 0:")
-            body(f"    {bufs[j]}[{row}, {at}] = {c}")
+            body(f"    {bufs[j]}[{o.last_row('n_steps')}, {at}] = {c}")
     body("if f == 0:")
     body("    n_run_out[0] = n_steps")
     _finish(module, r, KERNEL_TEMPLATE, name, params, body)
