@@ -11,6 +11,8 @@ from contextvars import ContextVar
 
 import numpy as np
 
+from .core.context import current_trace
+
 # Inside a python-mode scan step: one dict id(Shared) -> current value per scan running in
 # this context (innermost last).
 _PYTHON_STATES: ContextVar[tuple] = ContextVar("numbascan_python_states", default=())
@@ -50,11 +52,9 @@ class Shared:
 
     def current(self):
         """What a read of this variable means here: a tracer, a carried value, or the value."""
-        from .trace import current_trace
         t = current_trace()
         if t is not None:
-            from .trace import Tracer
-            return Tracer(t, t.shared_var(self))
+            return t.read_shared(self)
         for frame in reversed(_PYTHON_STATES.get()):
             if id(self) in frame:
                 return frame[id(self)]

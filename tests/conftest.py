@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import numbascan as ns
-from numbascan.fallback import UntracedStepWarning
+from numbascan.runtime.fallback import UntracedStepWarning
 
 # Tolerances of compiled ("cpu") against reference ("python") results.  A tiny absolute
 # tolerance covers values that are zero up to rounding (e.g. sin of a multiple of pi).
@@ -122,7 +122,7 @@ def rng(request):
 def kernel_patterns(monkeypatch):
     """The patterns of the CUDA kernels mode="cuda" compiles (or takes from its cache) during a
     test, in order."""
-    from numbascan import gpu
+    from numbascan.runtime import cuda as gpu
     seen = []
     compile_kernel = gpu.compile_kernel
 

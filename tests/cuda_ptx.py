@@ -265,8 +265,8 @@ def _cases():
 
 
 def _arguments(ts, sa, captures):
-    """The kernel's arguments, typed as `gpu.scan_cuda` passes them (host stand-ins)."""
-    from numbascan.driver import as_argument, state_buffers
+    """The kernel's arguments, typed as `runtime.cuda.scan_cuda` passes them (host stand-ins)."""
+    from numbascan.runtime.cpu import as_argument, state_buffers
 
     args = [sa.n_steps]
     args += [as_argument(s) for s in sa.seqs]
@@ -282,9 +282,10 @@ def _arguments(ts, sa, captures):
 def compile_case(cuda, c):
     """-> (pattern, PTX text, notes) of one case's kernel."""
     import numba
-    from numbascan import api, gpu
+    from numbascan.loop import args as api
+    from numbascan.runtime import cuda as gpu
     from numbascan.codegen.cuda import choose_pattern
-    from numbascan.driver import traced_scan
+    from numbascan.runtime.cache import traced_scan
 
     sa = api.normalize(c["fn"], c["sequences"], c["outputs_info"], c["non_sequences"],
                        c["n_steps"], -1, c["go_backwards"], None, False, False, None,

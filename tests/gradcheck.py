@@ -24,7 +24,7 @@ floating-point arrays (close over integer arrays instead); `wrt` selects the arg
 from __future__ import annotations
 
 import numpy as np
-from numbascan.jit import _unflatten as unflatten  # noqa: F401  (the library's own)
+from numbascan.trace.program import _unflatten as unflatten  # noqa: F401  (the library's own)
 
 import numbascan as ns
 

@@ -1,10 +1,10 @@
-"""Generated code that calls BLAS runs it on the calling thread (numbascan/blas.py)."""
+"""Generated code that calls BLAS runs it on the calling thread (numbascan/runtime/blas.py)."""
 import numpy as np
 
 import numbascan as ns
-from numbascan import blas
-from numbascan.driver import compile_scan, traced_scan
-from numbascan.api import normalize
+from numbascan.runtime import blas
+from numbascan.runtime.cache import compile_scan, traced_scan
+from numbascan.loop.args import normalize
 
 
 def _rnn(x, h, W, U, b):

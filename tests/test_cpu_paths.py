@@ -1,5 +1,5 @@
-"""Code paths of the CPU renderer (codegen/cpu.py) beyond plain loop nests, compiled against
-the python reference mode on fresh random inputs:
+"""Code paths of the CPU code generator (codegen/loopnest.py, codegen/cpu.py) beyond plain
+loop nests, compiled against the python reference mode on fresh random inputs:
 
 - steps over tiny values run as straight-line scalar code (`Renderer.unrolled`), their states
   carried in locals from step to step (`carried_window`);
@@ -151,8 +151,9 @@ def test_jit_program_with_small_scan(rng):
 
 def loop_source(step, **kwargs):
     """The generated loop of `ns.foldl(step, **kwargs)`."""
-    from numbascan.api import normalize, trace_step
-    from numbascan.driver import scan_source
+    from numbascan.loop.args import normalize
+    from numbascan.loop.step import trace_step
+    from numbascan.runtime.cpu import scan_source
     sa = normalize(step, kwargs.get("sequences"), kwargs.get("outputs_info"),
                    kwargs.get("non_sequences"), None, -1, False, None, False, False, None,
                    keep_last=True)

@@ -22,8 +22,8 @@ from numba import cuda          # numba-cuda is part of the test extra: no skip 
 from numba.core.errors import NumbaPerformanceWarning
 
 import numbascan as ns
-from numbascan.fallback import UntracedStepWarning
-from numbascan.trace import TracingError
+from numbascan.runtime.fallback import UntracedStepWarning
+from numbascan.trace.tracer import TracingError
 
 from conftest import _arrays_in, assert_same, assert_same_outputs, assert_same_updates
 from cuda_ptx import (batched_rnn, elementwise_ops, logistic, nested, nested_outer, reductions,

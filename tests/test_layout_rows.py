@@ -1,10 +1,10 @@
-"""The row arithmetic of layout.py on its own: the rows a buffer's writes and reads use agree
+"""The row arithmetic of core/layout.py on its own: the rows a buffer's writes and reads use agree
 with the meaning of taps, and the source-text forms (code generators) with the int forms."""
 import itertools
 
 import pytest
 
-from numbascan.layout import Layout, OutLayout, SeqLayout
+from numbascan.core.layout import Layout, OutLayout, SeqLayout
 
 OUT_TAPS = [(), (-1,), (-2, -1), (-3, -1), (-2,)]
 

@@ -10,7 +10,7 @@ import pytest
 import scipy.special as sps
 
 import numbascan as ns
-import numbascan.driver
+import numbascan.runtime.cache
 from conftest import assert_close, assert_same, assert_same_outputs, run_both
 
 
@@ -948,7 +948,7 @@ def test_closure_array_read_at_call_time(rng):
 
     h0 = np.zeros(3) + 0.1
     a, _ = run_both(step, sequences=x, outputs_info=h0, extra_inputs=[C])
-    n_compiled = len(numbascan.driver._COMPILED)
+    n_compiled = len(numbascan.runtime.cache._COMPILED)
     C *= -2.0                                                 # mutated in place
     b, _ = run_both(step, sequences=x, outputs_info=h0, extra_inputs=[C])
     expected, h = [], h0
@@ -957,7 +957,7 @@ def test_closure_array_read_at_call_time(rng):
         expected.append(h)
     assert_close(b, expected)
     assert not np.allclose(a, b)
-    assert len(numbascan.driver._COMPILED) == n_compiled, "a new closure value recompiled"
+    assert len(numbascan.runtime.cache._COMPILED) == n_compiled, "a new closure value recompiled"
 
 
 def test_global_array_rebound(rng):
@@ -965,7 +965,7 @@ def test_global_array_rebound(rng):
     x = rng.standard_normal((4, 3))
     a, _ = run_both(_reads_global, sequences=x)
     assert_close(a, x * _G)
-    n_compiled = len(numbascan.driver._COMPILED)
+    n_compiled = len(numbascan.runtime.cache._COMPILED)
     old = _G
     try:
         _G = rng.standard_normal(3)                              # rebound
@@ -976,7 +976,7 @@ def test_global_array_rebound(rng):
         assert_close(c, x * _G)
     finally:
         _G = old
-    assert len(numbascan.driver._COMPILED) == n_compiled, "a new global value recompiled"
+    assert len(numbascan.runtime.cache._COMPILED) == n_compiled, "a new global value recompiled"
 
 
 def test_no_recompile_for_values_or_n_steps(rng):
@@ -986,13 +986,13 @@ def test_no_recompile_for_values_or_n_steps(rng):
     x = rng.standard_normal((9, 2))
     run_both(step, sequences=x, outputs_info=rng.standard_normal(2), non_sequences=0.5 * np.ones(2),
              n_steps=3)
-    n_compiled = len(numbascan.driver._COMPILED)
+    n_compiled = len(numbascan.runtime.cache._COMPILED)
     for n in (0, 1, 5, 9):
         run_both(step, sequences=rng.standard_normal((9, 2)), outputs_info=rng.standard_normal(2),
                  non_sequences=rng.standard_normal(2), n_steps=n)
     run_both(step, sequences=rng.standard_normal((20, 2)), outputs_info=rng.standard_normal(2),
              non_sequences=rng.standard_normal(2))
-    assert len(numbascan.driver._COMPILED) == n_compiled
+    assert len(numbascan.runtime.cache._COMPILED) == n_compiled
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1103,7 +1103,7 @@ def test_shared_read_without_update(rng):
     assert len(upd) == 0
     assert_close(out, x * w.get_value() + w.get_value())
     w.set_value(rng.standard_normal(3))
-    n_compiled = len(numbascan.driver._COMPILED)
+    n_compiled = len(numbascan.runtime.cache._COMPILED)
     out2, _ = run_both(lambda v: v * w + w, sequences=x)
     assert_close(out2, x * w.get_value() + w.get_value())
 

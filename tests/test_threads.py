@@ -17,8 +17,9 @@ import traceback
 import numpy as np
 
 import numbascan as ns
-from numbascan.api import choose_mode
-from numbascan.trace import Tracer, current_trace
+from numbascan.api.scan import choose_mode
+from numbascan.trace.tracer import Tracer
+from numbascan.core.context import current_trace
 
 N_THREADS = 4
 ROUNDS = 2                    # the first round meets cold caches, the second warm ones

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import numbascan as ns
-from numbascan.fallback import UntracedStepWarning
+from numbascan.runtime.fallback import UntracedStepWarning
 
 from conftest import assert_close
 

@@ -243,7 +243,7 @@ def test_function_without_scan(rng):
 
 
 def test_untraceable_function_still_runs(rng):
-    from numbascan.fallback import UntracedStepWarning
+    from numbascan.runtime.fallback import UntracedStepWarning
     X = rng.standard_normal((B, 5))
 
     def sorted_and_total(x):

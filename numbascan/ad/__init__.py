@@ -1,7 +1,10 @@
-"""Derivatives: rules (rules.py), program transformations (core.py, scan.py), user API (api.py)."""
+"""Stage: IR -> IR derivatives.
 
-from .api import grad, hessian, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp  # noqa: F401
-from .core import DerivativeError  # noqa: F401
+`rules.py` holds the rule tables (one line per primitive); `engine.py` replays programs forward
+(jvp) and backward (vjp) with them; `scan_rules.py` adds the scan primitive's rules and
+`checkpoint.py` the checkpoint pass to those tables when imported, here. Nothing in this package
+imports the user API: the transformations users call are `api/grad.py`.
+"""
 
-__all__ = ["grad", "hessian", "jacfwd", "jacobian", "jacrev", "jvp", "value_and_grad", "vjp",
-           "DerivativeError"]
+# imported for what they register: they fill rules.py's tables with the rules and passes of scans
+from . import checkpoint, scan_rules  # noqa: F401

@@ -16,11 +16,12 @@ import math
 
 import numpy as np
 
-from ..ir import IR
-from ..layout import OutLayout, SeqLayout
-from ..trace import Trace
-from .core import bind_like, replay
-from .scan import Parts, bind_scan_program, device_params
+from ..core.ir import IR
+from ..core.layout import OutLayout, SeqLayout
+from ..trace.tracer import Trace
+from . import rules
+from .engine import bind_like, replay
+from .scan_rules import Parts, bind_scan_program, device_params
 
 
 def segment_length(checkpoint, n_steps):
@@ -125,3 +126,12 @@ def checkpointed_scan(e, ins, N):
         else:
             results.append(tail[o][r - 1] if r else seg_out[o][S * N - 1])
     return results
+
+
+def checkpoint_pass(ir: IR):
+    """Reverse mode's IR pass: (`ir` with its checkpointed scans rewritten, the values of
+    its new inputs); (`ir`, []) when it has none."""
+    return expand_checkpoints(ir) if needs_expansion(ir) else (ir, [])
+
+
+rules.VJP_PASSES["checkpoint"] = checkpoint_pass

@@ -14,9 +14,7 @@ import math
 
 import numpy as np
 
-from ..trace import constant
-
-from ..trace import bind
+from ..trace.tracer import bind, constant
 
 ZERO_DERIVATIVE = {  # piecewise constant, integer- or bool-valued: no derivative
     "sign", "floor", "ceil", "logical_not", "invert", "isnan", "isfinite", "equal", "not_equal",
@@ -176,3 +174,13 @@ def _extremum(g, ans, x, axes, keepdims):
 
 def _add(a, b):
     return b if a is None else a if b is None else a + b
+
+
+# Rules of primitives whose derivatives bind new equations themselves (a scan's are new
+# scans), and the IR passes reverse mode runs first: ad/scan_rules.py and ad/checkpoint.py
+# fill them when imported (ad/__init__.py imports both). The engine looks a primitive up
+# here before the tables above.
+JVP_RULES: dict = {}            # prim -> (eqn, ins, tangents) -> (outs, tangents)
+VJP_FORWARD_RULES: dict = {}    # prim -> (eqn, ins, live) -> (outs, saved)
+VJP_BACKWARD_RULES: dict = {}   # prim -> (eqn, ins, outs, cotangents, saved) -> in cts
+VJP_PASSES: dict = {}           # name -> (ir -> (ir, values of its new inputs))

@@ -1,8 +1,8 @@
 """Stage: IR -> CUDA source — render scans as numba.cuda kernels with the time loop inside.
 
-The IR, the scan layout (`layout.py`) and the equation renderers are those of the CPU stage
-(`codegen/cpu.py`); what changes is where values live and who computes them. Kernels cannot
-allocate: every temporary of a step is a static-shape array declared in the kernel,
+The IR, the scan layout (`core/layout.py`) and the equation renderers (`codegen/loopnest.py`)
+are those of the CPU code generator; what changes is where values live and who computes them.
+Kernels cannot allocate: every temporary of a step is a static-shape array declared in the kernel,
 `cuda.local.array` when one thread runs the step, `cuda.shared.array` when the threads of a
 block share it. The time loop runs inside one launch.
 
@@ -18,8 +18,8 @@ Kernel patterns, chosen from the step program by `choose_pattern`:
     batched      a parallel map (`ns.vmap`): step t runs in thread t (lanes == 1) or in block t
                  (lanes > 1, the block pattern inside).
 
-Generated functions (buffers as in `layout.py`; the step is bound to its rows, and the time
-loop rendered, by `codegen/scanloop.py`, as for the CPU loop):
+Generated functions (buffers as in `core/layout.py`; the step is bound to its rows, and the time
+loop rendered, by `scanloop.py`, as for the CPU loop):
 
     kernel_<h>(n_steps, seq..., buf..., non_seq..., capture..., rng_key, rng_base, ..., n_run)
     scan_<h>(n_steps, seq..., buf..., non_seq..., capture..., rng..., lane) -> n_run   (device
@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ir import IR, Lit, Var
-from ..layout import Layout
-from ..primitives import REDUCE, TABLE
-from .cpu import Lines, Renderer, _idx, dtype_src, literal_src, program_hash
-from .cpu import Module as CpuModule
+from ..core.ir import IR, Lit, Var
+from ..core.layout import Layout
+from ..core.primitives import REDUCE, TABLE
+from .emit import Lines, Module as CpuModule, _idx, dtype_src, literal_src, program_hash
+from .loopnest import Renderer
 from .scanloop import bind_step, render_step, render_time_loop, signature, time_params
 
 MODULE_TEMPLATE = '''\
@@ -473,4 +473,3 @@ def _render_elementwise(module, name, step, layout, pattern, params):
     body("    n_run_out[0] = n_steps")
     _finish(module, r, KERNEL_TEMPLATE, name, params, body)
     return name
-

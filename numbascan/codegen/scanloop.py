@@ -1,14 +1,14 @@
 """Stage: IR -> source, shared by the CPU and CUDA stages — a scan step bound to its buffers.
 
 The loop function of a scan (`codegen/cpu.py`) and its kernels and device functions
-(`codegen/cuda.py`) run the step program once per time index `t`, with the parameters
+(`cuda.py`) run the step program once per time index `t`, with the parameters
 
     (n_steps[, origin], seq..., buf..., non_seq..., capture..., rng_key, rng_base, ...)
 
 Before the step its inputs are bound (`bind_step`): each sequence tap to the row that step t
 reads, each state tap to its buffer row, non_sequences and captures to their parameters, each
 random stream's base to its counter for step t; its results are written to their output's row
-for step t, by the equation that makes them when it can write there directly. `layout.py`
+for step t, by the equation that makes them when it can write there directly. `core/layout.py`
 fixes every row. `render_step` renders one step, `render_time_loop` the loop over the steps
 with its early exit (ns.until).
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ir import IR, Var
-from ..layout import Layout
+from ..core.ir import IR, Var
+from ..core.layout import Layout
 
 
 def signature(layout: Layout):

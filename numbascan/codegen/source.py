@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numba
 
-from .. import __version__
+from .._version import __version__
 
 _PACKAGE = "numbascan_generated"      # parent of generated modules in sys.modules
 _LOADED: dict[str, object] = {}

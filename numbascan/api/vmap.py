@@ -1,4 +1,4 @@
-"""Stage: batching — `ns.vmap` as a parallel map over a leading batch axis.
+"""Stage: user API — `ns.vmap` as a parallel map over a leading batch axis.
 
 `vmap(f)(*args)` moves each batched argument's batch axis to the front and runs `f` on one
 batch element per step of a map (`ns.map`) whose steps are marked independent
@@ -15,9 +15,10 @@ from contextvars import ContextVar
 
 import numpy as np
 
-from .api import _is_device_array, scan
-from .trace import Tracer
-from .tracecache import function_key
+from ..loop.args import _is_device_array
+from ..runtime.cache import function_key
+from ..trace.tracer import Tracer
+from .scan import scan
 
 
 def _is_array(x):

@@ -1,4 +1,4 @@
-"""Stage: trace cache — reuse a traced program when a function is called again.
+"""Stage: runtime — traced steps and programs, and their compiled code, kept for the next call.
 
 Tracing costs far more than calling compiled code, so a traced program (and its compiled
 function) is kept per (function code, argument signature, *what the function can see*). What
@@ -19,8 +19,22 @@ object; a guard that fails only sends the call back to the full key.
 from __future__ import annotations
 
 import types
+from dataclasses import dataclass
 
 import numpy as np
+
+from ..codegen.cpu import render_main_function, render_scan_function
+from ..codegen.emit import Module, program_hash
+from ..codegen.source import load_module
+from ..core.ir import IR
+from ..core.layout import Layout
+from ..loop.args import ScanArgs
+from ..loop.primitive import asks_for_cuda
+from ..loop.step import TracedStep, trace_step
+from ..random import RandomStreams
+from ..shared import Shared
+from ..trace.program import STATIC_TYPES, trace_program
+from . import blas
 
 SCALARS = (bool, int, float, complex, str, bytes, type(None), np.generic)
 MAX_DEPTH = 4
@@ -104,8 +118,6 @@ def guards_hold(guards):
 
 
 def _key_of(value, path, arrays, depth, guards):
-    from .random import RandomStreams
-    from .shared import Shared
     if isinstance(value, np.ndarray):
         arrays[id(value)] = path
         guards.append(("array", value, None, (value.dtype, value.shape)))
@@ -181,7 +193,6 @@ def fetch(fn, path):
 def capture_readers(sources, arrays, created):
     """How to read each capture at call time: a path, or the value itself (a constant made
     while tracing, a shared variable). None when some capture cannot be found again."""
-    from .shared import Shared
     readers = []
     for src in sources:
         if isinstance(src, Shared):
@@ -205,3 +216,114 @@ def read_captures(fn, readers, avals):
             return None
         values.append(value)
     return values
+
+
+# The caches of this module are read without a lock: an entry is stored whole, by one dict
+# assignment, after it is complete. Threads that miss together render the same source (imported
+# once, see codegen.source) and store equal entries; the last store wins.
+_COMPILED: dict[str, object] = {}
+
+
+def compile_scan(step: IR, layout: Layout):
+    key = "scan:" + program_hash(step.fingerprint(), layout)
+    fn = _COMPILED.get(key)
+    if fn is None:
+        module = Module()
+        name = render_scan_function(module, step, layout)
+        loaded = load_module(module.source(f"scan {name}"))
+        fn = blas.for_code(getattr(loaded, name), module.uses_blas)
+        _COMPILED[key] = fn
+    return fn
+
+
+def compile_main(ir: IR):
+    key = "main:" + program_hash(ir.fingerprint())
+    fn = _COMPILED.get(key)
+    if fn is None:
+        module = Module()
+        name = render_main_function(module, ir)
+        loaded = load_module(module.source(f"program {name}"))
+        fn = blas.for_code(getattr(loaded, name), module.uses_blas)
+        _COMPILED[key] = fn
+    return fn
+
+
+@dataclass
+class CachedScan:
+    ts: TracedStep
+    fn: object
+    readers: list
+    capture_avals: list
+
+
+_SCANS: dict = {}        # (function key, argument signature) -> CachedScan
+# (id of the step's code, argument signature, compile) -> (step function, guards of its key,
+# CachedScan, capture values): the last call of each step, checked by guards, not keyed
+_LAST: dict = {}
+
+
+def traced_scan(sa: ScanArgs, compile=True):
+    """(traced step, compiled loop, capture values): from the trace cache when the function
+    and what it can see are unchanged (cache.py), else traced and compiled now.
+    `compile=False`: no CPU loop (the CUDA driver compiles its own kernel); an entry traced
+    that way gets its loop when a later call asks for it."""
+    signature = sa.signature()
+    last_key = (id(getattr(sa.fn, "__code__", sa.fn)), signature)
+    last = _LAST.get(last_key)
+    if last is not None and last[0] is sa.fn and guards_hold(last[1]):
+        return last[2].ts, _compiled(last[2], compile), last[3]
+    guards = []
+    key, arrays = function_key(sa.fn, guards)
+    if key is not None:
+        key = (key, signature)
+        hit = _SCANS.get(key)
+        if hit is not None:
+            captures = read_captures(sa.fn, hit.readers, hit.capture_avals)
+            if captures is not None:
+                _LAST[last_key] = (sa.fn, guards, hit, captures)
+                return hit.ts, _compiled(hit, compile), captures
+    ts = trace_step(sa)
+    fn = compile_scan(ts.ir, ts.layout) if compile else None
+    readers = capture_readers(ts.captures, arrays, ts.created) if key is not None else None
+    if readers is not None:
+        avals = [(np.asarray(c).dtype, np.shape(c)) if not isinstance(c, Shared) else None
+                 for c in ts.captures]
+        entry = CachedScan(ts, fn, readers, avals)
+        _SCANS[key] = entry
+        _LAST[last_key] = (sa.fn, guards, entry, ts.captures)
+    return ts, fn, ts.captures
+
+
+def _compiled(entry: CachedScan, compile):
+    if compile and entry.fn is None:
+        entry.fn = compile_scan(entry.ts.ir, entry.ts.layout)
+    return entry.fn
+
+
+_PROGRAMS: dict = {}     # (function key, argument signature, interpret) -> (program, compiled, readers, avals)
+
+
+def traced_program(fn, values, interpret=False, guards=None):
+    """(program, compiled function, capture values), from the trace cache when possible.
+    `guards` (a list) receives the guards of the cache key, and is emptied when the program
+    is not cached (it is traced at every call)."""
+    guards = [] if guards is None else guards
+    key, arrays = function_key(fn, guards)
+    if key is not None:
+        key = (key, tuple(("s", type(a).__name__, a) if isinstance(a, STATIC_TYPES) else
+                          ("a", a.dtype.str, a.shape) for a in values), interpret)
+        hit = _PROGRAMS.get(key)
+        if hit is not None:
+            captures = read_captures(fn, hit[2], hit[3])
+            if captures is not None:
+                return hit[0], hit[1], captures
+    prog = trace_program(fn, values)
+    compiled = None if interpret or asks_for_cuda(prog.ir) else compile_main(prog.ir)
+    readers = capture_readers(prog.captures, arrays, prog.created) if key is not None else None
+    if readers is not None:
+        avals = [None if isinstance(c, Shared) else (np.asarray(c).dtype, np.shape(c))
+                 for c in prog.captures]
+        _PROGRAMS[key] = (prog, compiled, readers, avals)
+    else:
+        guards.clear()
+    return prog, compiled, prog.captures

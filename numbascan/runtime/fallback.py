@@ -1,4 +1,4 @@
-"""Stage: the untraced path — a step numbascan cannot trace still runs forward, compiled.
+"""Stage: runtime — the untraced path: a step numbascan cannot trace still runs forward, compiled.
 
 When tracing fails (an operation outside SPEC section 5, Python control flow on array values),
 numba compiles the user's step as it is and a generated loop (template below) drives it over
@@ -11,13 +11,17 @@ from __future__ import annotations
 import hashlib
 import types
 import warnings
+from dataclasses import replace
 
 import numba
 import numpy as np
 
-from .api import ScanError, check_step_outputs
-from .codegen.source import load_module
-from .layout import OutLayout
+from ..codegen.source import load_module
+from ..core.layout import OutLayout
+from ..loop.args import ScanError
+from ..loop.reference import scan_python
+from ..loop.step import check_step_outputs, step_name
+from ..shared import Updates
 
 LOOP_TEMPLATE = '''\
 """numbascan generated driver loop for an untraced step."""
@@ -80,7 +84,6 @@ def _compiled_step(fn):
 
 
 def scan_untraced(sa, err):
-    from .api import scan_python, step_name
     warnings.warn(f"numbascan could not trace step function {step_name(sa)} ({err.op}); it "
                   f"runs forward only, compiled by numba as written (no derivatives; arrays it "
                   f"reads from its closure or globals are compiled in as constants, and a change "
@@ -135,10 +138,8 @@ def scan_untraced(sa, err):
         return outs, updates
     outs = [buf[ol.last_row(n)] if sa.keep_last else buf[ol.step_rows()]
             for buf, ol in zip(bufs, layouts)]
-    from .shared import Updates
     return outs, Updates()
 
 
 def _first_step_only(sa):
-    from dataclasses import replace
     return replace(sa, n_steps=1, keep_last=False)

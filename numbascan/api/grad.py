@@ -1,7 +1,7 @@
-"""Stage: user API of derivatives — grad, value_and_grad, jvp, vjp, jacobians, hessian.
+"""Stage: user API — derivatives: grad, value_and_grad, jvp, vjp, jacobians, hessian.
 
 Each transformation traces the user's function into a program, replays it with the rules of
-`core.py` inside a new trace, and runs the result like an `ns.jit` program (compiled, or
+`ad/engine.py` inside a new trace, and runs the result like an `ns.jit` program (compiled, or
 interpreted in python mode). Called on traced values (inside `ns.jit`, a step or another
 transformation) it records into the enclosing trace instead, so transformations compose:
 `hessian = jacfwd(jacrev(f))`. `grad(cost, wrt)` on traced values is Theano's form.
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..trace import constant
-
-from ..api import choose_mode
-from ..jit import STATIC_TYPES, _flatten, _unflatten, inline_inputs, run_traced, trace_program
-from ..trace import RunTracer, Tracer, active_traces, bind, current_trace
-from . import rules
-from .core import Backward, DerivativeError, jvp_replay, vjp_rule, zeros_like
+from ..ad import rules
+from ..ad.engine import Backward, DerivativeError, jvp_replay, vjp_rule, zeros_like
+from ..core.context import active_traces, current_trace
+from ..runtime.program import run_traced
+from ..trace.program import STATIC_TYPES, _flatten, _unflatten, inline_inputs, trace_program
+from ..trace.tracer import RunTracer, Tracer, bind, constant
+from .scan import choose_mode, scan
 
 
 def _traced_one(dtype):
@@ -196,8 +196,6 @@ def _basis(size, dtype):
 
 def jacfwd(f, argnums=0):
     """Jacobian by forward mode: one tangent per input element, run as one scan."""
-    from ..api import scan
-
     def jac(*args):
         nums, args = _selected(argnums, args)
 
@@ -236,8 +234,6 @@ def jacfwd(f, argnums=0):
 
 def jacrev(f, argnums=0):
     """Jacobian by reverse mode: one forward pass, one backward pass per output element."""
-    from ..api import scan
-
     def jac(*args):
         nums, args = _selected(argnums, args)
 
@@ -296,7 +292,6 @@ def hessian(f, argnums=0):
 def theano_grad(cost, wrt):
     """Gradient of traced scalar `cost` w.r.t. traced `wrt` (a value or a list), recorded in the
     current trace. The walk follows `cost` back through enclosing traces (a step's closure)."""
-    from .scan import scan_vjp_backward, scan_vjp_forward
     wrt_list = list(wrt) if isinstance(wrt, (list, tuple)) else [wrt]
     for i, w in enumerate(wrt_list):
         if not isinstance(w, Tracer):
@@ -319,10 +314,10 @@ def theano_grad(cost, wrt):
                 continue
             ins = [Tracer(tr, v) if hasattr(v, "id") else v.value for v in e.inputs]
             outs = [Tracer(tr, v) for v in e.outputs]
-            if e.prim == "scan":
+            if e.prim in rules.VJP_BACKWARD_RULES:
                 live = [hasattr(v, "id") and np.dtype(v.dtype).kind == "f" for v in e.inputs]
-                _, tape = scan_vjp_forward(e, ins, live)
-                in_cts = scan_vjp_backward(e, ins, outs, gs, tape)
+                _, saved = rules.VJP_FORWARD_RULES[e.prim](e, ins, live)
+                in_cts = rules.VJP_BACKWARD_RULES[e.prim](e, ins, outs, gs, saved)
             else:
                 in_cts = vjp_rule(e, ins, outs, gs)
             for v, g in zip(e.inputs, in_cts):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .ir import IR, Eqn, Lit, Var
+from .ir import Eqn, IR, Lit, Var
 
 
 def _subst(x, table):

@@ -1,57 +1,28 @@
-"""Stage: driver — check inputs, allocate buffers, call compiled code, slice results.
+"""Stage: runtime — the CPU driver: check inputs, allocate buffers, call code, slice results.
 
-`scan_cpu` runs an eager scan through a compiled loop function (`codegen.cpu`); the same
-buffer layout (`layout.py`) is used by `ns.jit` programs, which allocate inside generated code.
-Compiled functions are memoised in memory by the fingerprint of (step program, layout); changing
-only array values or the number of steps never recompiles.
+`scan_cpu` runs an eager scan through its compiled loop function, which `cache.py` traces and
+compiles once per step and layout; changing only array values or the number of steps never
+recompiles. The buffer layout (`core/layout.py`) is the one `ns.jit` programs allocate inside
+generated code.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 from numba.core.errors import NumbaPerformanceWarning
 
-from . import blas
-from .api import ScanArgs, TracedStep, trace_step
-from .codegen.cpu import Module, render_main_function, render_scan_function, program_hash
-from .codegen.source import load_module
-from .ir import IR
-from .layout import Layout
-from .shared import Shared, Updates
-from .trace import TracingError
-from .tracecache import capture_readers, function_key, guards_hold, read_captures
-
-# The caches of this module are read without a lock: an entry is stored whole, by one dict
-# assignment, after it is complete. Threads that miss together render the same source (imported
-# once, see codegen.source) and store equal entries; the last store wins.
-_COMPILED: dict[str, object] = {}
-
-
-def compile_scan(step: IR, layout: Layout):
-    key = "scan:" + program_hash(step.fingerprint(), layout)
-    fn = _COMPILED.get(key)
-    if fn is None:
-        module = Module()
-        name = render_scan_function(module, step, layout)
-        loaded = load_module(module.source(f"scan {name}"))
-        fn = blas.for_code(getattr(loaded, name), module.uses_blas)
-        _COMPILED[key] = fn
-    return fn
-
-
-def compile_main(ir: IR):
-    key = "main:" + program_hash(ir.fingerprint())
-    fn = _COMPILED.get(key)
-    if fn is None:
-        module = Module()
-        name = render_main_function(module, ir)
-        loaded = load_module(module.source(f"program {name}"))
-        fn = blas.for_code(getattr(loaded, name), module.uses_blas)
-        _COMPILED[key] = fn
-    return fn
+from ..codegen.cpu import render_scan_function
+from ..codegen.emit import Module
+from ..core.ir import IR
+from ..core.layout import Layout
+from ..loop.args import ScanArgs
+from ..loop.step import TracedStep
+from ..shared import Shared, Updates
+from ..trace.tracer import TracingError
+from .cache import traced_scan
+from .fallback import scan_untraced
 
 
 def scan_source(step: IR, layout: Layout) -> str:
@@ -77,7 +48,7 @@ def as_argument(x):
     return x[()] if x.ndim == 0 else x
 
 
-# How buffers are made and read: numpy arrays here, device arrays in the CUDA driver (gpu.py),
+# How buffers are made and read: numpy arrays here, device arrays in the CUDA driver (cuda.py),
 # which passes its own versions of these hooks to the functions below.
 
 def _write_rows(rows, init, shape):
@@ -94,7 +65,7 @@ def _as_is(x, shape):
 
 def layout_buffers(layout: Layout, avals, inits, n: int, empty=np.empty,
                    write_rows=_write_rows):
-    """One buffer per layout output for `n` steps, with its initial states written (layout.py
+    """One buffer per layout output for `n` steps, with its initial states written (core/layout.py
     fixes the rows). `avals`: (dtype, shape) of each output's value at one step; `inits`: the
     initial states of the fed-back outputs, in order. `empty(shape, dtype)` allocates a
     buffer, `write_rows(rows, init, shape)` writes `init`, reshaped to `shape`, into `rows`."""
@@ -157,63 +128,10 @@ def call_arguments(ts: TracedStep, sa: ScanArgs, bufs, captures, convert):
             [convert(c) for c in captures] + stream_arguments(ts))
 
 
-@dataclass
-class CachedScan:
-    ts: TracedStep
-    fn: object
-    readers: list
-    capture_avals: list
-
-
-_SCANS: dict = {}        # (function key, argument signature) -> CachedScan
-# (id of the step's code, argument signature, compile) -> (step function, guards of its key,
-# CachedScan, capture values): the last call of each step, checked by guards, not keyed
-_LAST: dict = {}
-
-
-def traced_scan(sa: ScanArgs, compile=True):
-    """(traced step, compiled loop, capture values): from the trace cache when the function
-    and what it can see are unchanged (tracecache.py), else traced and compiled now.
-    `compile=False`: no CPU loop (the CUDA driver compiles its own kernel); an entry traced
-    that way gets its loop when a later call asks for it."""
-    signature = sa.signature()
-    last_key = (id(getattr(sa.fn, "__code__", sa.fn)), signature)
-    last = _LAST.get(last_key)
-    if last is not None and last[0] is sa.fn and guards_hold(last[1]):
-        return last[2].ts, _compiled(last[2], compile), last[3]
-    guards = []
-    key, arrays = function_key(sa.fn, guards)
-    if key is not None:
-        key = (key, signature)
-        hit = _SCANS.get(key)
-        if hit is not None:
-            captures = read_captures(sa.fn, hit.readers, hit.capture_avals)
-            if captures is not None:
-                _LAST[last_key] = (sa.fn, guards, hit, captures)
-                return hit.ts, _compiled(hit, compile), captures
-    ts = trace_step(sa)
-    fn = compile_scan(ts.ir, ts.layout) if compile else None
-    readers = capture_readers(ts.captures, arrays, ts.created) if key is not None else None
-    if readers is not None:
-        avals = [(np.asarray(c).dtype, np.shape(c)) if not isinstance(c, Shared) else None
-                 for c in ts.captures]
-        entry = CachedScan(ts, fn, readers, avals)
-        _SCANS[key] = entry
-        _LAST[last_key] = (sa.fn, guards, entry, ts.captures)
-    return ts, fn, ts.captures
-
-
-def _compiled(entry: CachedScan, compile):
-    if compile and entry.fn is None:
-        entry.fn = compile_scan(entry.ts.ir, entry.ts.layout)
-    return entry.fn
-
-
 def scan_cpu(sa: ScanArgs):
     try:
         ts, fn, captures = traced_scan(sa)
     except TracingError as err:
-        from .fallback import scan_untraced
         return (*scan_untraced(sa, err), sa.n_steps)
     n = sa.n_steps
     bufs = state_buffers(ts, sa, n)

@@ -8,7 +8,7 @@ of the compiled code's cache key. The step program's inputs come in this order:
 
 and its outputs are [fn's outputs] [new values of the updated shared] [until condition].
 
-A scan equation (scanprim.py) takes the step's outer values in the same roles, then, when
+A scan equation (loop/primitive.py) takes the step's outer values in the same roles, then, when
 `trip` is set, two run-time int64 scalars: `trip` (at most this many steps run; the static
 `n_steps` is the bound that sizes the buffers) and `origin` (go_backwards walks the sequences
 from the row that step `origin - 1` of a forward walk reads, not from their end: the backward

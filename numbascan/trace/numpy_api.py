@@ -2,7 +2,7 @@
 
 `apply_ufunc` and `apply_function` receive what `Tracer.__array_ufunc__` and
 `__array_function__` see. Composite functions (mean, clip, dot, tensordot, stack, squeeze,
-logsumexp, ...) are rewritten here into the small primitive set of `primitives.py`, so that the
+logsumexp, ...) are rewritten here into the small primitive set of `core/primitives.py`, so that the
 code generators and derivative rules only ever see primitives.
 """
 
@@ -12,14 +12,14 @@ import sys
 
 import numpy as np
 
-from .trace import RunTracer, Tracer, TracingError, bind, constant
+from ..core.primitives import TABLE
+from .tracer import NUMPY_API, RunTracer, Tracer, TracingError, bind, constant
 
 UFUNC_ALIASES = {"divide": "true_divide", "abs": "absolute", "fabs": "absolute",
                  "mod": "remainder", "conjugate": None}
 
 
 def _prim_for_ufunc(ufunc):
-    from .primitives import TABLE
     name = UFUNC_ALIASES.get(ufunc.__name__, ufunc.__name__)
     if name == "matmul":
         return "matmul"
@@ -415,7 +415,7 @@ def getitem(x, key):
 
 
 # -- the rows of a scan that stops early ----------------------------------------------------------
-# A RunTracer is a buffer of `bound` rows of which the first `n` ran (trace.py). Operations
+# A RunTracer is a buffer of `bound` rows of which the first `n` ran (tracer.py). Operations
 # along the rows see those `n`: reductions over them mask the others with their identity,
 # elementwise results keep `n`, xs[-k] reads row n - k; everything else is an error.
 
@@ -703,3 +703,8 @@ def _scipy_views():
 
 
 _VIEWS = {"numpy": TracingView(np, NUMPY_OVERRIDES)}
+
+
+# what the tracer's dunders and methods call (trace/tracer.py reads this table)
+NUMPY_API.update(apply_function=apply_function, apply_ufunc=apply_ufunc, astype=astype,
+                 getitem=getitem)

@@ -9,7 +9,6 @@ reused. Set NUMBASCAN_KEEP_ALLOCATOR=1 to leave the allocator's settings alone.
 
 from __future__ import annotations
 
-import ctypes
 import ctypes.util
 import os
 import sys

@@ -1,6 +1,6 @@
-"""Stage: driver for CUDA — move arrays to the device, launch one kernel, return results.
+"""Stage: runtime — the CUDA driver: move arrays to the device, launch one kernel, return results.
 
-`scan_cuda` is the CUDA twin of `driver.scan_cpu`: the same traced step, layout and buffer
+`scan_cuda` is the CUDA twin of `runtime/cpu.scan_cpu`: the same traced step, layout and buffer
 rows, with the buffers allocated on the device and the loop run by one kernel launch
 (`codegen.cuda`). NumPy inputs are copied to the device and results copied back; when any
 input is already a device array (numba's, or anything with `__cuda_array_interface__`), the
@@ -17,11 +17,15 @@ from dataclasses import replace
 import numpy as np
 from numba.core.errors import NumbaPerformanceWarning
 
-from . import driver
-from .api import ScanArgs, _is_device_array
-from .codegen.cpu import program_hash
-from .shared import Shared
-from .trace import TracingError
+from ..codegen.cuda import (Module, SharedMemoryExceeded, THREADS_PER_BLOCK, choose_pattern,
+                            render_scan_kernel)
+from ..codegen.emit import program_hash
+from ..codegen.source import load_module
+from ..core.primitives import TABLE
+from ..loop.args import ScanArgs, _is_device_array
+from ..shared import Shared
+from ..trace.tracer import TracingError
+from . import cache, cpu as driver
 
 _KERNELS: dict[str, object] = {}
 
@@ -48,8 +52,6 @@ def cuda_module():
 def compile_kernel(step, layout, pattern):
     """The kernel for this step, layout and pattern; `kernel.pattern` is the pattern it was
     rendered with (one thread per step when the temporaries overflow shared memory)."""
-    from .codegen.cuda import Module, SharedMemoryExceeded, render_scan_kernel
-    from .codegen.source import load_module
     key = program_hash(step.fingerprint(), layout, pattern)
     kernel = _KERNELS.get(key)
     if kernel is None:
@@ -72,7 +74,6 @@ def compile_kernel(step, layout, pattern):
 
 
 def kernel_source(step, layout, pattern) -> str:
-    from .codegen.cuda import Module, render_scan_kernel
     module = Module()
     name = render_scan_kernel(module, step, layout, pattern)
     return module.source(f"cuda kernel {name}")
@@ -80,7 +81,6 @@ def kernel_source(step, layout, pattern) -> str:
 
 def launch_config(pattern, n_steps):
     """(blocks, threads) for a kernel of this pattern."""
-    from .codegen.cuda import THREADS_PER_BLOCK
     if pattern.kind == "elementwise":
         return max(1, -(-pattern.size // THREADS_PER_BLOCK)), THREADS_PER_BLOCK
     if pattern.kind == "batched":
@@ -114,13 +114,13 @@ def _copy_rows(cuda, dst, init, shape):
 
 
 def _device_hooks(cuda):
-    """`driver.layout_buffers`'s allocation and initial-state hooks, on the device."""
+    """`cpu.layout_buffers`'s allocation and initial-state hooks, on the device."""
     return dict(empty=cuda.device_array,
                 write_rows=lambda rows, init, shape: _copy_rows(cuda, rows, init, shape))
 
 
 def state_buffers(cuda, ts, sa, n):
-    """`driver.state_buffers` on the device."""
+    """`cpu.state_buffers` on the device."""
     return driver.state_buffers(ts, sa, n, **_device_hooks(cuda))
 
 
@@ -140,7 +140,7 @@ def _to_host(x, shape):
 
 
 def results(ts, bufs, n_run, on_host):
-    """`driver.results` from device buffers: outputs copied to the host when `on_host`, the
+    """`cpu.results` from device buffers: outputs copied to the host when `on_host`, the
     new values of shared variables always."""
     return driver.results(ts, bufs, n_run, read_row=_row,
                           output=_to_host if on_host else driver._as_is, update=_to_host)
@@ -148,10 +148,9 @@ def results(ts, bufs, n_run, on_host):
 
 def scan_cuda(sa: ScanArgs, batched=False):
     """Run an eager scan as one kernel launch; -> (outputs, updates, n_run)."""
-    from .codegen.cuda import choose_pattern
     cuda = cuda_module()
     try:
-        ts, _, captures = driver.traced_scan(sa, compile=False)
+        ts, _, captures = cache.traced_scan(sa, compile=False)
     except TracingError as err:
         err.add_context("mode='cuda' (kernels are made from traced steps only)")
         raise
@@ -177,8 +176,7 @@ def scan_cuda(sa: ScanArgs, batched=False):
 
 def scan_equation(*args, step, layout, n_steps, **_):
     """A scan equation of a traced program, run as one kernel (its inputs in the order of
-    `scanprim`); its outputs stay on the device for the next scan that reads them."""
-    from .codegen.cuda import choose_pattern
+    `loop/primitive.py`); its outputs stay on the device for the next scan that reads them."""
     cuda = cuda_module()
     seqs, inits, rest, rng, dynamic = layout.split_inputs(args)
     n_run = n = max(0, min(n_steps, int(dynamic[0]))) if dynamic else n_steps
@@ -211,7 +209,6 @@ class _HostImpls(dict):
     """Primitive implementations for a program whose scans run on CUDA: scans launch kernels,
     every other primitive gets its device-array inputs copied to the host first."""
     def get(self, prim, default=None):
-        from .primitives import TABLE
         return scan_equation if prim == "scan" else _on_host(TABLE[prim].impl)
 
 

@@ -22,17 +22,18 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..ir import IR, Var
-from ..layout import Layout, OutLayout, SeqLayout
-from ..trace import bind, constant, current_trace
+from ..core.context import current_trace
+from ..core.ir import IR, Var, dead_code_elimination
+from ..core.layout import Layout, OutLayout, SeqLayout
+from ..trace.tracer import bind, constant
 from . import rules
-from .core import (Backward, DerivativeError, active_vars, dead_code_elimination, jvp_replay,
-                   replay, split_known, trace_closure, zeros_like)
+from .engine import (Backward, active_vars, jvp_replay, replay, split_known, trace_closure,
+                     zeros_like)
 
 
 @dataclass
 class Parts:
-    """An outer scan equation's inputs, by role (see scanprim.py for the order)."""
+    """An outer scan equation's inputs, by role (see loop/primitive.py for the order)."""
     seqs: list
     inits: list
     rest: list          # non_sequences then captures
@@ -434,3 +435,8 @@ def scan_vjp_backward(e, ins, outs, gs, tape: Tape):
                 total = _reverse(total, eff_len[j])
             cts[j] = total
     return cts
+
+
+rules.JVP_RULES["scan"] = scan_jvp
+rules.VJP_FORWARD_RULES["scan"] = scan_vjp_forward
+rules.VJP_BACKWARD_RULES["scan"] = scan_vjp_backward

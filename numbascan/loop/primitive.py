@@ -19,11 +19,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import primitives
-from .api import ScanArgs, ScanError, trace_step
-from .ir import IR, eval_ir
-from .shared import Updates
-from .trace import RunTracer, current_trace
+from ..core import primitives
+from ..core.context import current_trace
+from ..core.ir import IR, eval_ir
+from ..shared import Updates
+from ..trace.tracer import RunTracer
+from .args import ScanArgs, ScanError
+from .step import trace_step
 
 
 def _abstract(inputs, step, layout, n_steps, **_):

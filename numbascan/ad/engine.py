@@ -1,21 +1,20 @@
 """Stage: IR -> IR derivatives — forward (jvp) and reverse (vjp) mode by replaying programs.
 
-A program is differentiated by replaying its equations on tracers of a new trace: the
-primal equation is bound again and the rule of `rules.py` records the derivative next to it.
-Forward mode carries a tangent beside each value. Reverse mode replays forward, then walks the
-equations backwards accumulating cotangents. Scans have their own rules (`scan.py`): the same
-transformations applied to the step program, run as new scans. `None` stands for a zero
-tangent or cotangent everywhere.
+A program is differentiated by replaying its equations on tracers of a new trace: the primal
+equation is bound again and the rule of `rules.py` records the derivative next to it. Forward
+mode carries a tangent beside each value. Reverse mode replays forward, then walks the equations
+backwards accumulating cotangents. Scans have their own rules (`scan_rules.py`, found in the
+tables of `rules.py`): the same transformations applied to the step program, run as new scans.
+`None` stands for a zero tangent or cotangent everywhere.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..trace import constant
-
-from ..ir import IR, Lit, Var, dead_code_elimination  # noqa: F401 (used by scan.py)
-from ..trace import Trace, current_trace
+from ..core.context import current_trace
+from ..core.ir import IR, Lit, Var, dead_code_elimination
+from ..trace.tracer import Trace, constant
 from . import rules
 
 
@@ -59,14 +58,13 @@ def replay(ir: IR, args):
 
 def jvp_replay(ir: IR, primals, tangents):
     """Replay `ir` on primals with tangents (None = zero); return (outputs, output tangents)."""
-    from .scan import scan_jvp
     env = {v.id: a for v, a in zip(ir.inputs, primals)}
     tenv = {v.id: t for v, t in zip(ir.inputs, tangents) if t is not None}
     for e in ir.eqns:
         ins = [_read(env, v) for v in e.inputs]
         tins = [tenv.get(v.id) if isinstance(v, Var) else None for v in e.inputs]
-        if e.prim == "scan" and any(t is not None for t in tins):
-            outs, touts = scan_jvp(e, ins, tins)
+        if e.prim in rules.JVP_RULES and any(t is not None for t in tins):
+            outs, touts = rules.JVP_RULES[e.prim](e, ins, tins)
         else:
             outs = bind_like(e, ins)
             touts = jvp_rule(e, ins, outs, tins) if any(t is not None for t in tins) \
@@ -124,11 +122,9 @@ class Backward:
     """The forward replay of a program, kept so that `run(cotangents)` can walk it backwards."""
 
     def __init__(self, ir: IR, primals, active_inputs):
-        from .checkpoint import expand_checkpoints, needs_expansion
-        from .scan import scan_vjp_forward
         self.n_inputs = len(ir.inputs)
-        if needs_expansion(ir):
-            ir, extra = expand_checkpoints(ir)
+        for ir_pass in rules.VJP_PASSES.values():
+            ir, extra = ir_pass(ir)
             primals = list(primals) + extra
             active_inputs = list(active_inputs) + [False] * len(extra)
         self.ir = ir
@@ -138,8 +134,8 @@ class Backward:
         for k, e in enumerate(ir.eqns):
             ins = [_read(self.env, v) for v in e.inputs]
             live = [isinstance(v, Var) and v.id in self.active for v in e.inputs]
-            if e.prim == "scan" and any(live):
-                outs, self.saved[k] = scan_vjp_forward(e, ins, live)
+            if e.prim in rules.VJP_FORWARD_RULES and any(live):
+                outs, self.saved[k] = rules.VJP_FORWARD_RULES[e.prim](e, ins, live)
             else:
                 outs = bind_like(e, ins)
             for v, o in zip(e.outputs, outs):
@@ -148,7 +144,6 @@ class Backward:
 
     def run(self, cotangents):
         """Cotangents of the inputs (None where zero or inactive) for output cotangents."""
-        from .scan import scan_vjp_backward
         ct = {}
         for v, g in zip(self.ir.outputs, cotangents):
             if g is not None and isinstance(v, Var) and v.id in self.active:
@@ -160,8 +155,8 @@ class Backward:
                 continue
             ins = [_read(self.env, v) for v in e.inputs]
             outs = [self.env[v.id] for v in e.outputs]
-            if e.prim == "scan":
-                in_cts = scan_vjp_backward(e, ins, outs, gs, self.saved[k])
+            if e.prim in rules.VJP_BACKWARD_RULES:
+                in_cts = rules.VJP_BACKWARD_RULES[e.prim](e, ins, outs, gs, self.saved[k])
             else:
                 in_cts = vjp_rule(e, ins, outs, gs)
             for v, g in zip(e.inputs, in_cts):
@@ -241,5 +236,3 @@ def split_known(ir: IR, unknown_inputs, late_outputs):
             seen.add(v.id)
             residuals.append(v)
     return known_eqns, redo + unknown_eqns, residuals
-
-

@@ -13,6 +13,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..random import draw_numpy
+
 
 @dataclass(frozen=True)
 class Primitive:
@@ -170,7 +172,6 @@ def abstract_eval(prim: str, inputs, params):
 
 
 def _random_impl(key, base, kind, size, dist, offset):
-    from .random import draw_numpy
     return draw_numpy(key, (int(base) + offset) % 2**64, kind, size, dist)
 
 

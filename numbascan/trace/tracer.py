@@ -10,13 +10,14 @@ and counter. Python scalars become literals (compile-time constants).
 
 from __future__ import annotations
 
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import primitives
-from .ir import IR, Lit, Var, make_eqn
+from ..core import primitives
+from ..core.context import _TRACES, current_trace
+from ..core.ir import IR, Lit, Var, make_eqn
+from ..shared import Shared
 
 
 class TracingError(TypeError):
@@ -41,18 +42,9 @@ class TracingError(TypeError):
         self.args = (self._message(),)
 
 
-# The traces open in this context, outermost first: each call (and each thread) has its own.
-_TRACES: ContextVar[tuple] = ContextVar("numbascan_traces", default=())
-
-
-def current_trace():
-    traces = _TRACES.get()
-    return traces[-1] if traces else None
-
-
-def active_traces() -> tuple:
-    """The traces open in this context, outermost first."""
-    return _TRACES.get()
+# NumPy's entry points on tracers, by name: numpy_api.py fills this table when it is
+# imported (trace/__init__.py imports it), so that this module never imports it.
+NUMPY_API: dict = {}
 
 
 @dataclass
@@ -74,7 +66,7 @@ class Trace:
         self.rng: dict = {}           # stream -> (key Var, base Var)
         self.rng_used: dict = {}      # stream -> counters consumed since `rng_base`
         self.rng_base: dict = {}      # stream -> Tracer of its base, once an until-scan moved it
-        self.created: dict = {}       # id -> array made while tracing (a constant, see tracecache)
+        self.created: dict = {}       # id -> array made while tracing (a constant, see runtime/cache.py)
 
     def __enter__(self):
         self._token = _TRACES.set(_TRACES.get() + (self,))
@@ -111,6 +103,10 @@ class Trace:
             self.shared[k] = Var(value.dtype, value.shape)
         return self.shared[k]
 
+    def read_shared(self, k):
+        """The tracer for a read of shared variable `k` in this trace (`Shared.current`)."""
+        return Tracer(self, self.shared_var(k))
+
     def rng_vars(self, stream):
         if stream not in self.rng:
             self.rng[stream] = (Var(np.dtype(np.uint64), ()), Var(np.dtype(np.uint64), ()))
@@ -144,8 +140,6 @@ class Trace:
 
     def lift(self, x):
         """The Var or Lit that stands for `x` inside this trace."""
-        from .shared import Shared
-
         if isinstance(x, RunTracer):
             raise TracingError("this operation on the rows of a scan that stops early "
                                "(ns.until)", RunTracer.SUPPORTED)
@@ -253,16 +247,13 @@ class Tracer:
                            "use the value directly, or .astype() to change its dtype")
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        from .numpy_api import apply_ufunc
-        return apply_ufunc(ufunc, method, inputs, kwargs)
+        return NUMPY_API["apply_ufunc"](ufunc, method, inputs, kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
-        from .numpy_api import apply_function
-        return apply_function(func, args, kwargs)
+        return NUMPY_API["apply_function"](func, args, kwargs)
 
     def __getitem__(self, key):
-        from .numpy_api import getitem
-        return getitem(self, key)
+        return NUMPY_API["getitem"](self, key)
 
     def __setitem__(self, key, value):
         raise TracingError("item assignment on a traced value",
@@ -356,8 +347,7 @@ class Tracer:
     flatten = ravel
 
     def astype(self, dtype, copy=True):
-        from .numpy_api import astype
-        return astype(self, dtype)
+        return NUMPY_API["astype"](self, dtype)
 
     def copy(self):
         return self
@@ -417,82 +407,4 @@ class RunTracer(Tracer):
                            self.SUPPORTED)
 
     def astype(self, dtype, copy=True):
-        from .numpy_api import astype
-        return RunTracer(self.trace, astype(self.buffer, dtype).var, self.n)
-
-
-def with_traced_captures(fn, trace):
-    """`fn` with the arrays it names in its closure, globals and defaults replaced by tracers.
-
-    NumPy cannot index an array by a tracer (`X[i, j]` with traced `i`), so the arrays a
-    function reads by name enter the trace as capture inputs before it runs. Returns
-    (function, {capture Var id: name}) — the names serve error messages (strict=True).
-    """
-    import types
-    if not isinstance(fn, types.FunctionType) or hasattr(fn, "__numbascan_helper__"):
-        return fn, {}
-    names = {}
-
-    from .numpy_api import traced_replacement
-
-    def swap(value, name):
-        replacement = traced_replacement(value) if not isinstance(value, np.ndarray) else None
-        if replacement is not None:
-            return replacement
-        if isinstance(value, types.FunctionType) and _is_user_function(value):
-            return _traced_helper(value)
-        if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
-            t = Tracer(trace, trace.lift(value))
-            names[t.var.id] = name
-            return t
-        return value
-
-    code = fn.__code__
-    closure = fn.__closure__
-    if closure:
-        cells = []
-        for name, cell in zip(code.co_freevars, closure):
-            try:
-                cells.append(types.CellType(swap(cell.cell_contents, name)))
-            except ValueError:                      # an empty cell
-                cells.append(cell)
-        closure = tuple(cells)
-    glob = fn.__globals__
-    swapped = {n: swap(glob[n], n) for n in _global_names(code) if n in glob}
-    if any(v is not glob[n] for n, v in swapped.items()):
-        glob = dict(glob)
-        glob.update(swapped)
-    defaults = fn.__defaults__ and tuple(swap(d, f"default {i}")
-                                         for i, d in enumerate(fn.__defaults__))
-    new = types.FunctionType(code, glob, fn.__name__, defaults, closure)
-    new.__kwdefaults__ = fn.__kwdefaults__
-    return new, names
-
-
-_LIBRARIES = ("numpy", "scipy", "numbascan", "numba", "jax", "pytensor", "builtins")
-
-
-def _is_user_function(fn):
-    module = getattr(fn, "__module__", None) or ""
-    return not module.split(".")[0] in _LIBRARIES and not hasattr(fn, "__numbascan_helper__")
-
-
-def _traced_helper(fn):
-    """A helper the traced function calls sees tracers for its named arrays too."""
-    import functools
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        trace = current_trace()
-        target = with_traced_captures(fn, trace)[0] if trace is not None else fn
-        return target(*args, **kwargs)
-    call.__numbascan_helper__ = True
-    return call
-
-
-def _global_names(code):
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if hasattr(const, "co_names"):
-            names |= _global_names(const)
-    return names
+        return RunTracer(self.trace, NUMPY_API["astype"](self.buffer, dtype).var, self.n)

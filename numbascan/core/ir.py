@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from . import primitives
+
 _ids = itertools.count()
 
 
@@ -131,8 +133,6 @@ def format_ir(ir: IR, canonical=False, indent="") -> str:
 def eval_ir(ir: IR, args, impls=None):
     """Run `ir` on NumPy values with each primitive's NumPy implementation (or the one in
     `impls`, by primitive name)."""
-    from . import primitives
-
     env: dict[int, Any] = {}
 
     def read(v):

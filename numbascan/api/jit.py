@@ -1,0 +1,100 @@
+"""Stage: user API — `ns.jit` traces a function of arrays into one program.
+
+A call traces the function on tracers of its array arguments (Python scalars are static: part of
+the signature, passed through unchanged), runs the IR passes, renders the program with
+`codegen/cpu.py` and calls it (a program with scans asked to run on CUDA instead runs each scan
+as a kernel and the NumPy glue between them on the host, see `runtime/cuda.program_impls`).
+Arrays the function reads from its closure or globals are inputs read at each call. Called
+inside another trace (a step, a derivative), a jit function is simply inlined into that trace.
+`ns.show` prints the traced program and its generated source.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from ..codegen.cpu import render_main_function
+from ..codegen.cuda import choose_pattern
+from ..codegen.emit import Module
+from ..core.context import current_trace
+from ..loop.args import default_mode, normalize
+from ..loop.step import trace_step
+from ..runtime.cpu import scan_source
+from ..runtime.cuda import kernel_source
+from ..runtime.program import call_signature, run_traced
+from ..trace.program import trace_program
+from ..trace.tracer import Tracer, TracingError
+from .scan import choose_mode
+
+
+class JitFunction:
+    def __init__(self, fn):
+        self.fn = fn
+        self.calls: dict = {}          # call_signature -> CachedCall
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args):
+        sig = call_signature(args)
+        if sig is not None and current_trace() is None and choose_mode() == "cpu":
+            call = self.calls.get(sig)
+            if call is not None:
+                outs = call(args)
+                if outs is not None:
+                    return outs
+            return run_traced(self.fn, args, remember=lambda call: self._remember(sig, call))
+        if current_trace() is not None or any(isinstance(a, Tracer) for a in args):
+            return self.fn(*args)
+        if choose_mode() == "python":
+            # the traced program, run by the IR interpreter; a function that cannot be traced
+            # runs as plain Python with its scans in python mode
+            try:
+                return run_traced(self.fn, args, interpret=True)
+            except TracingError:
+                pass
+            with default_mode("python"):
+                return self.fn(*args)
+        return run_traced(self.fn, args)
+
+    def _remember(self, sig, call):
+        call.guards.append(("attr", self, "fn", self.fn))
+        self.calls[sig] = call
+
+    def source(self, *args):
+        prog = trace_program(self.fn, list(args))
+        module = Module()
+        name = render_main_function(module, prog.ir)
+        return prog.ir, module.source(f"program {name}")
+
+
+def jit(fn=None):
+    """Compile a function of arrays (NumPy glue and scans) into one numba program."""
+    if fn is None:
+        return jit
+    return JitFunction(fn)
+
+
+def show(fn, *args, file=None, **scan_kwargs):
+    """Print (and return) the traced IR and the generated source.
+
+    `ns.show(f, *args)` shows the program of `f` (a `ns.jit` function, a derivative such as
+    `ns.grad(loss)`, any function of arrays) for these arguments;
+    `ns.show(step, sequences=..., outputs_info=..., ...)` shows the loop `ns.scan` would compile
+    (with `mode="cuda"`: the CUDA kernel and its pattern).
+    """
+    if isinstance(fn, JitFunction) or not scan_kwargs:
+        ir, src = (fn if isinstance(fn, JitFunction) else JitFunction(fn)).source(*args)
+    else:
+        sa = normalize(fn, scan_kwargs.get("sequences"), scan_kwargs.get("outputs_info"),
+                       scan_kwargs.get("non_sequences"), scan_kwargs.get("n_steps"), -1,
+                       scan_kwargs.get("go_backwards", False), None, False, False, None)
+        ts = trace_step(sa)
+        if scan_kwargs.get("mode") == "cuda":         # the kernel mode="cuda" would launch
+            pattern = choose_pattern(ts.ir, ts.layout)
+            src = f"# layout: {ts.layout}\n# kernel pattern: {pattern}\n" + kernel_source(
+                ts.ir, ts.layout, pattern)
+        else:
+            src = f"# layout: {ts.layout}\n" + scan_source(ts.ir, ts.layout)
+        ir = ts.ir
+    text = f"# traced program\n{ir}\n\n# generated source\n{src}"
+    print(text, file=file)
+    return text

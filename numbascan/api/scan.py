@@ -1,0 +1,99 @@
+"""Stage: user API — `scan` and its family, argument checking and the three ways to run a scan.
+
+`scan` normalises Theano-style arguments into a `ScanArgs`, then either
+  * records a scan equation when called inside a trace (a nested scan, `ns.jit`, derivatives),
+  * runs the user's step in a plain Python loop (`mode="python"`, the reference), or
+  * traces the step, compiles its loop with numba (`codegen/`) and drives it (`mode="cpu"`),
+  * or hands it to `runtime/cuda.py` (`mode="cuda"`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..core.context import current_trace
+from ..loop.args import MODES, _MODE, _is_device_array, normalize
+from ..loop.primitive import asks_for_cuda, bind_scan
+from ..loop.reference import scan_python
+from ..runtime.cache import traced_scan
+from ..runtime.cpu import scan_cpu
+from ..runtime.cuda import scan_cuda
+from ..trace.tracer import Tracer, TracingError
+
+
+def choose_mode(asked=None, inputs=(), batched=None):
+    """Which of MODES runs an eager scan or program; the one place that decides it.
+
+    `asked` (the `mode=` argument) when given; else "cuda" when one of `inputs` is a device
+    array, or when `batched` (the ScanArgs of ns.vmap's map) has a scan in its step that asks
+    for cuda; else this context's default (`default_mode`), else NUMBASCAN_MODE, else "cpu".
+    """
+    mode = asked
+    if mode is None and (any(_is_device_array(x) for x in inputs) or
+                         (batched is not None and _map_asks_for_cuda(batched))):
+        mode = "cuda"
+    if mode is None:
+        mode = _MODE.get() or os.environ.get("NUMBASCAN_MODE", "cpu")
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES}, found {mode!r}")
+    return mode
+
+
+# ------------------------------------------------------------------------------------------------
+# the public family
+
+
+def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None,
+         truncate_gradient=-1, go_backwards=False, mode=None, name=None, strict=False,
+         return_list=False, checkpoint=None, _keep_last=False, _parallel=False):
+    """Theano's scan: run `fn` over sequences, feeding back outputs. See docs/guide.md."""
+    sa = normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_gradient,
+                   go_backwards, name, strict, return_list, checkpoint, keep_last=_keep_last,
+                   parallel=_parallel, mode=mode)
+    inputs = sa.seqs + sa.nonseqs + [i for i in sa.inits if i is not None]
+    traced = current_trace() is not None or any(isinstance(x, Tracer) for x in inputs)
+    if traced:
+        outs, updates = bind_scan(sa)
+    else:
+        mode = choose_mode(mode, inputs, batched=sa if sa.parallel else None)
+        if mode == "python":
+            outs, updates, n_run = scan_python(sa)
+        elif mode == "cpu":
+            outs, updates, n_run = scan_cpu(sa)
+        else:
+            outs, updates, n_run = scan_cuda(sa, batched=sa.parallel)
+    if len(outs) == 1 and not return_list:
+        return outs[0], updates
+    return list(outs), updates
+
+
+def _map_asks_for_cuda(sa):
+    """Whether a scan in the step of ns.vmap's map asks for cuda (a step that cannot be
+    traced asks for nothing)."""
+    try:
+        ts = traced_scan(sa, compile=False)[0]
+    except TracingError:
+        return False
+    return asks_for_cuda(ts.ir)
+
+
+def map(fn, sequences, non_sequences=None, go_backwards=False, mode=None, name=None):
+    return scan(fn, sequences=sequences, outputs_info=None, non_sequences=non_sequences,
+                go_backwards=go_backwards, mode=mode, name=name)
+
+
+def reduce(fn, sequences, outputs_info, non_sequences=None, go_backwards=False, mode=None,
+           name=None):
+    return scan(fn, sequences=sequences, outputs_info=outputs_info,
+                non_sequences=non_sequences, go_backwards=go_backwards, mode=mode, name=name,
+                _keep_last=True)
+
+
+def foldl(fn, sequences, outputs_info, non_sequences=None, mode=None, name=None):
+    return reduce(fn, sequences, outputs_info, non_sequences, go_backwards=False, mode=mode,
+                  name=name)
+
+
+def foldr(fn, sequences, outputs_info, non_sequences=None, mode=None, name=None):
+    return reduce(fn, sequences, outputs_info, non_sequences, go_backwards=True, mode=mode,
+                  name=name)

@@ -1,0 +1,123 @@
+"""Stage: IR -> source — the text of a generated module, for the CPU and CUDA renderers.
+
+Its templates, `Lines` (a function body being written), `Module` (the functions rendered so far,
+by name), Python source for dtypes and literals, and the hash that generated names carry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MODULE_TEMPLATE = '''\
+"""numbascan generated module. Source of: {title}"""
+import math
+import numpy as np
+from numba import njit, prange
+from numbascan.random import uniform_nb, normal_nb, binomial_nb
+from numbascan.codegen.fastmath import exp_fast, expit_fast, tanh_fast
+from numbascan.codegen.shortmath import exp_short, expit_short, tanh_short
+
+{functions}
+'''
+
+
+# fastmath "contract": a * b + c may become one fused multiply-add (one rounding, not two);
+# `{fastmath}` is a module-wide field, filled by `Module.source`
+CONTRACT = ', fastmath={"contract"}'
+FUNCTION_TEMPLATE = '''\
+@njit(cache=True, error_model="numpy", nogil=True{fastmath})
+def {name}({params}):
+{body}
+'''
+
+
+PARALLEL_TEMPLATE = '''\
+@njit(cache=True, error_model="numpy", nogil=True, parallel=True)
+def {name}({params}):
+    for t in prange(n_steps):
+        {step}(t, {args})
+    return n_steps
+'''
+
+
+def dtype_src(dt):
+    dt = np.dtype(dt)
+    return "np.bool_" if dt == np.bool_ else f"np.{dt.name}"
+
+
+def literal_src(value, dtype):
+    dt = np.dtype(dtype)
+    if dt == np.bool_:
+        return "True" if value else "False"
+    if dt.kind == "f":
+        v = float(value)
+        text = "np.inf" if v == np.inf else "-np.inf" if v == -np.inf else \
+            "np.nan" if v != v else repr(v)
+        return text if dt == np.float64 else f"np.{dt.name}({text})"
+    return repr(int(value)) if dt == np.int64 else f"np.{dt.name}({int(value)})"
+
+
+def _idx(names):
+    return ", ".join(names)
+
+
+class Lines:
+    def __init__(self):
+        self.lines = []
+        self.depth = 1
+
+    def __call__(self, text):
+        self.lines.append("    " * self.depth + text)
+
+    def indent(self):
+        self.depth += 1
+
+    def dedent(self):
+        self.depth -= 1
+
+    def text(self):
+        return "\n".join(self.lines) if self.lines else "    pass"
+
+
+@dataclass(frozen=True)
+class Function:
+    """A generated function: its template and the fields that fill it. The module adds its
+    module-wide fields when it makes its source; the text is never edited afterwards."""
+    template: str
+    fields: dict
+
+    def text(self, **module_fields):
+        return self.template.format(**self.fields, **module_fields)
+
+
+@dataclass
+class Module:
+    """Functions rendered so far, by name (nested scans share the module of their parent),
+    and what the renderers recorded about them while rendering."""
+    functions: dict = field(default_factory=dict)    # name -> Function
+    draws: bool = False        # a function draws random numbers (the `random` primitive)
+    uses_blas: bool = False    # a function calls BLAS (np.dot into a preallocated result)
+
+    def add(self, template, **fields):
+        """Add a function: `template` and the fields that fill it, its `name` among them."""
+        self.functions[fields["name"]] = Function(template, fields)
+
+    def module_fields(self):
+        # numba compiles a callee with its caller's fastmath flags, and keeps that version
+        # for every later caller: a contracting caller would change the draws' last bits
+        # (they must equal the NumPy ones), so a module that draws does not contract
+        return {"fastmath": "" if self.draws else CONTRACT}
+
+    def function_texts(self):
+        fields = self.module_fields()
+        return "\n\n".join(f.text(**fields) for f in self.functions.values())
+
+    def source(self, title):
+        return MODULE_TEMPLATE.format(title=title, functions=self.function_texts())
+
+
+def program_hash(*parts) -> str:
+    return hashlib.sha256("\n".join(str(p) for p in parts).encode()).hexdigest()[:20]

@@ -1,0 +1,720 @@
+"""Stage: IR -> CPU source — render programs as numba loop nests over preallocated buffers.
+
+Every value of shape () is a local scalar; every other value is an array: a buffer allocated
+once at the top of the generated function (never inside the time loop), or a view of an input
+row. Each equation becomes a loop nest with static bounds. A scan equation becomes a call of
+its own loop function, rendered into the same module; the time loop is `for t in range(n)`,
+with a `break` when the step returns `ns.until`.
+
+Tiny values are scalar code: inside a step, a value of at most `SMALL_SIZE` elements is a set
+of scalar locals, one per element in C order (`v3_0, v3_1`), and the equation that makes it is
+unrolled into straight-line code (`Renderer.unrolled`); it is also stored to a buffer only for
+a consumer that is a loop nest or a call. The last states of a small float output stay in
+locals from one step to the next (`carried_window`), and small loop-invariant inputs are loaded
+into locals before the loop: such a recurrence runs in registers.
+
+Generated functions (see `render_scan_module` / `render_main_module`):
+
+    scan_<h>(n_steps, seq..., out_buf..., non_seq..., capture..., rng_key, rng_base, ...) -> n_run
+    main_<h>(input..., capture..., rng_key, rng_base, ...) -> tuple of outputs
+
+Buffer layouts are those of `core/layout.py`; the binding of a scan's step to its rows and the time
+loop are rendered by `scanloop.py` (shared with the CUDA stage).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.ir import Eqn, Lit, Var
+from ..core.primitives import REDUCE, TABLE
+from .emit import Lines, Module, _idx, dtype_src, literal_src
+
+# vectorisable replacements for the C library's scalar functions (fastmath.py), and their
+# short-latency versions for unrolled steps (shortmath.py)
+FAST_SCALAR = {"tanh": "tanh_fast({0})", "exp": "exp_fast({0})", "expit": "expit_fast({0})"}
+SHORT_SCALAR = {"tanh": "tanh_short({0})", "exp": "exp_short({0})",
+                "expit": "expit_short({0})"}
+
+# values made inside a step with at most this many elements live in scalar locals; an unrolled
+# matmul has an inner dimension of at most SMALL_K
+SMALL_SIZE = 16
+SMALL_K = 16
+
+# multiply-adds above which a matmul calls BLAS (np.dot with out=) instead of a loop nest
+BLAS_MIN_WORK = 1024
+
+
+class Renderer:
+    """Renders equations of one function body; `alloc` collects hoisted buffer allocations."""
+
+    def __init__(self, module: Module):
+        self.module = module
+        self.alloc = Lines()
+        self.names: dict[int, str] = {}
+        self.counter = 0
+        self.in_loop = False                 # rendering a scan's step (runs once per step)
+        self.alias: dict[int, str] = {}      # var id -> row of an output buffer to write into
+        self.aliased: set[int] = set()
+        self.unroll = False                  # small values as element locals (steps only)
+        self.elems: dict[int, list] = {}     # var id -> expression of each element, C order
+        self.invariant: set[int] = set()     # step inputs that no step changes
+        self.memory_reads: set[int] = set()  # var ids read by loop nests and calls
+
+    # -- naming ---------------------------------------------------------------------------------
+    def name(self, v):
+        if isinstance(v, Lit):
+            return literal_src(v.value, v.dtype)
+        if v.id not in self.names:
+            self.names[v.id] = f"v{len(self.names)}"
+        return self.names[v.id]
+
+    def fresh(self, prefix="i"):
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def buffer(self, v: Var, out: Lines):
+        """Storage for array value `v`: a hoisted allocation, or (for a step result) a view of
+        the output buffer's row for this step, so the result is written in place."""
+        name = self.name(v)
+        if v.id in self.alias:
+            out(f"{name} = {self.alias[v.id]}")
+            self.aliased.add(v.id)
+        else:
+            self.alloc(f"{name} = np.empty({tuple(v.shape)!r}, dtype={dtype_src(v.dtype)})")
+        return name
+
+    def elem(self, v, index):
+        """Expression of element `index` (a tuple of ints) of `v`."""
+        if isinstance(v, Lit) or v.shape == ():
+            return self.name(v)
+        if v.id in self.elems:
+            return self.elems[v.id][int(np.ravel_multi_index(index, v.shape))]
+        return f"{self.name(v)}[{_idx(str(i) for i in index)}]"
+
+    def read(self, v, index, out_shape=None):
+        """Expression reading `v` at `index` (loop variables over `out_shape`, broadcasting)."""
+        if isinstance(v, Lit) or v.shape == ():
+            return self.name(v)
+        out_shape = out_shape if out_shape is not None else v.shape
+        offset = len(out_shape) - len(v.shape)
+        idx = ["0" if (s == 1 and out_shape[offset + k] != 1) else index[offset + k]
+               for k, s in enumerate(v.shape)]
+        return f"{self.name(v)}[{_idx(idx)}]"
+
+    def loops(self, out, shape):
+        """Open loops over `shape`; return the loop variable names."""
+        names = []
+        for s in shape:
+            i = self.fresh()
+            out(f"for {i} in range({s}):")
+            out.indent()
+            names.append(i)
+        return names
+
+    def close(self, out, n):
+        for _ in range(n):
+            out.dedent()
+
+    # the loop nest over an equation's output elements (the CUDA renderer shares it out among
+    # the threads of a block) and the barrier between equations (none in a CPU thread)
+    def outer_loops(self, out, shape):
+        return self.loops(out, shape)
+
+    def close_outer(self, out, shape):
+        self.close(out, len(shape))
+
+    def barrier(self, out):
+        pass
+
+    def reduce_rule(self, prim):
+        return REDUCE[prim]
+
+    def copy_into(self, out, buf, row, v, shape):
+        """buf[row, ...] = v for a value of `shape` (row None: the whole buffer)."""
+        lead = [] if row is None else [row]
+        if isinstance(v, Var) and v.id in self.elems:
+            for k, index in enumerate(np.ndindex(*shape)):
+                out(f"{buf}[{_idx(lead + [str(i) for i in index])}] = {self.elems[v.id][k]}")
+            return
+        if shape == ():
+            out(f"{buf}[{_idx(lead)}] = {self.name(v)}" if lead else f"{buf} = {self.name(v)}")
+            return
+        idx = self.outer_loops(out, shape)
+        out(f"{buf}[{_idx(lead + idx)}] = {self.read(v, idx, shape)}")
+        self.close_outer(out, shape)
+
+    # -- equations ------------------------------------------------------------------------------
+    def body(self, out: Lines, eqns, results):
+        """Render `eqns`; runs of elementwise equations of one shape share one loop nest."""
+        eqns = sink_elementwise(eqns)
+        uses: dict[int, int] = {}
+        for e in eqns:
+            for v in e.inputs:
+                if isinstance(v, Var):
+                    uses[v.id] = uses.get(v.id, 0) + 1
+        for v in results:
+            if isinstance(v, Var):
+                uses[v.id] = uses.get(v.id, 0) + 1
+        unrolled, stored = self.plan_unrolled(eqns)
+        group: list = []
+
+        def flush():
+            if len(group) == 1:
+                self.eqn(out, group[0])
+            elif group:
+                self.fused(out, group, uses)
+            group.clear()
+
+        for e in eqns:
+            if id(e) in unrolled:
+                flush()
+                self.unrolled(out, e, stored)
+            elif TABLE[e.prim].kind == "elementwise" and e.outputs[0].shape != ():
+                if group and e.outputs[0].shape != group[0].outputs[0].shape:
+                    flush()
+                group.append(e)
+            else:
+                flush()
+                self.eqn(out, e)
+        flush()
+
+    # -- unrolled equations (small values in a step) ------------------------------------------
+    def unrollable(self, e: Eqn):
+        if not self.unroll or any(not 0 < v.size <= SMALL_SIZE for v in e.outputs):
+            return False
+        if TABLE[e.prim].kind == "elementwise":
+            return True
+        if e.prim in REDUCE:
+            return e.inputs[0].size <= SMALL_SIZE
+        if e.prim == "matmul":
+            a, b = e.inputs
+            return (a.ndim <= 2 and b.ndim <= 2 and 0 < a.shape[-1] <= SMALL_K and
+                    a.dtype == b.dtype == e.outputs[0].dtype and a.dtype.kind == "f")
+        if e.prim == "index":
+            return len(e.inputs) == 1                 # static indices only
+        return e.prim in ("reshape", "transpose", "broadcast_to", "concatenate")
+
+    def plan_unrolled(self, eqns):
+        """Equations to unroll (by id), and the values they make that must also be stored to
+        a buffer (read by a loop nest or a call). Small loop-invariant inputs that unrolled
+        equations read are loaded into locals once, before the time loop."""
+        unrolled = {id(e) for e in eqns if self.unrollable(e)}
+        made = {v.id for e in eqns if id(e) in unrolled for v in e.outputs if v.shape != ()}
+        self.memory_reads |= {v.id for e in eqns if id(e) not in unrolled
+                              for v in e.inputs if isinstance(v, Var)}
+        stored = made & self.memory_reads
+        for e in eqns:
+            if id(e) not in unrolled:
+                continue
+            for v in e.inputs:
+                if (isinstance(v, Var) and v.id in self.invariant and v.id not in self.elems
+                        and 0 < v.size <= SMALL_SIZE and v.shape != ()):
+                    loads = [self.elem(v, index) for index in np.ndindex(*v.shape)]
+                    self.elems[v.id] = [f"{self.name(v)}_{k}" for k in range(v.size)]
+                    for local, load in zip(self.elems[v.id], loads):
+                        self.alloc(f"{local} = {load}")
+        return unrolled, stored
+
+    def unrolled(self, out: Lines, e: Eqn, stored):
+        """Straight-line code for `e`: computing equations bind one local per element, views
+        (index, reshape, ...) only rename the elements of their input."""
+        res = e.outputs[0]
+        kind = ("reduce" if e.prim in REDUCE else
+                "elementwise" if TABLE[e.prim].kind == "elementwise" else e.prim)
+        exprs = getattr(self, "u_" + kind)(e)
+        if res.shape == ():
+            out(f"{self.name(res)} = {exprs[0]}")
+            return
+        if kind in ("elementwise", "matmul", "reduce"):
+            names = [f"{self.name(res)}_{k}" for k in range(res.size)]
+            for name, expr in zip(names, exprs):
+                out(f"{name} = {expr}")
+            exprs = names
+        self.elems[res.id] = exprs
+        if res.id in stored:
+            self.copy_into(out, self.buffer(res, out), None, res, res.shape)
+
+    @staticmethod
+    def _bcast(v, index, shape):
+        """The element of `v` that broadcasting to `shape` puts at `index`."""
+        offset = len(shape) - len(v.shape)
+        return tuple(0 if s == 1 else index[offset + k] for k, s in enumerate(v.shape))
+
+    def u_elementwise(self, e: Eqn):
+        res = e.outputs[0]
+        return [self.cast(self.scalar_expr(e, [
+            self.lit_operand(e, v) if isinstance(v, Lit) else
+            self.elem(v, self._bcast(v, index, res.shape)) for v in e.inputs], short=True),
+            res.dtype) for index in np.ndindex(*res.shape)]
+
+    def u_matmul(self, e: Eqn):
+        a, b = e.inputs
+        exprs = []
+        for index in np.ndindex(*e.outputs[0].shape):
+            i = index[:1] if a.ndim == 2 else ()
+            j = index[-1:] if b.ndim == 2 else ()
+            exprs.append(" + ".join(f"{self.elem(a, i + (p,))} * {self.elem(b, (p,) + j)}"
+                                    for p in range(a.shape[-1])))
+        return exprs
+
+    def u_reduce(self, e: Eqn):
+        """Accumulated left to right, as the loop nest does; sums and products start from the
+        first element when no conversion is involved."""
+        x, res = e.inputs[0], e.outputs[0]
+        axes = e.p["axes"]
+        _, template, init = REDUCE[e.prim]
+        kept = [a for a in range(x.ndim) if a not in axes]
+        first = init is None or (e.prim in ("reduce_sum", "reduce_prod") and x.dtype == res.dtype)
+        exprs = []
+        for outer in np.ndindex(*[x.shape[a] for a in kept]):
+            full = dict(zip(kept, outer))
+            acc = None if first else literal_src(eval(init), res.dtype)
+            for inner in np.ndindex(*[x.shape[a] for a in axes]):
+                full.update(zip(axes, inner))
+                elem = self.elem(x, tuple(full[a] for a in range(x.ndim)))
+                acc = elem if acc is None else template.format(acc=acc, x=elem)
+            exprs.append(self.cast(acc, res.dtype))
+        return exprs
+
+    def u_index(self, e: Eqn):
+        x, spec = e.inputs[0], e.p["spec"]
+        exprs = []
+        for index in np.ndindex(*e.outputs[0].shape):
+            it = iter(index)
+            src = [s[1] if s[0] == "int" else s[1] + s[2] * next(it) for s in spec]
+            exprs.append(self.elem(x, tuple(src) + tuple(it)))
+        return exprs
+
+    def u_reshape(self, e: Eqn):
+        x = e.inputs[0]
+        return [self.elem(x, np.unravel_index(k, x.shape) if x.shape else ())
+                for k in range(e.outputs[0].size)]
+
+    def u_transpose(self, e: Eqn):
+        x, axes = e.inputs[0], e.p["axes"]
+        exprs = []
+        for index in np.ndindex(*e.outputs[0].shape):
+            src = [0] * x.ndim
+            for k, a in enumerate(axes):
+                src[a] = index[k]
+            exprs.append(self.elem(x, tuple(src)))
+        return exprs
+
+    def u_broadcast_to(self, e: Eqn):
+        x, res = e.inputs[0], e.outputs[0]
+        return [self.elem(x, self._bcast(x, index, res.shape)) for index in np.ndindex(*res.shape)]
+
+    def u_concatenate(self, e: Eqn):
+        axis = e.p["axis"]
+        exprs = []
+        for index in np.ndindex(*e.outputs[0].shape):
+            k = index[axis]
+            for x in e.inputs:
+                if k < x.shape[axis]:
+                    break
+                k -= x.shape[axis]
+            exprs.append(self.elem(x, index[:axis] + (k,) + index[axis + 1:]))
+        return exprs
+
+    def fused(self, out: Lines, group, uses):
+        """One loop nest for elementwise equations of one output shape; values used only inside
+        the group live in scalar locals, the others are also stored to their buffers."""
+        shape = group[0].outputs[0].shape
+        inside = {e.outputs[0].id: 0 for e in group}
+        for e in group:
+            for v in e.inputs:
+                if isinstance(v, Var) and v.id in inside:
+                    inside[v.id] += 1
+        stored = {vid for vid, n in inside.items() if uses.get(vid, 0) > n}
+        targets = {e.outputs[0].id: self.buffer(e.outputs[0], out) for e in group
+                   if e.outputs[0].id in stored}
+        idx = self.outer_loops(out, shape)
+        local = {}
+        for e in group:
+            ops = [self.lit_operand(e, v) if isinstance(v, Lit) else
+                   local[v.id] if v.id in local else self.read(v, idx, shape) for v in e.inputs]
+            res = e.outputs[0]
+            name = self.fresh("e")
+            out(f"{name} = {self.cast(self.scalar_expr(e, ops), res.dtype)}")
+            local[res.id] = name
+            if res.id in targets:
+                out(f"{targets[res.id]}[{_idx(idx)}] = {name}")
+        self.close_outer(out, shape)
+
+    def eqn(self, out: Lines, e: Eqn):
+        prim = TABLE[e.prim]
+        if prim.kind == "elementwise":
+            return self.elementwise(out, e)
+        if e.prim in REDUCE:
+            return self.reduce(out, e)
+        method = getattr(self, "r_" + e.prim, None)
+        if method is None:
+            raise NotImplementedError(f"no CPU renderer for primitive {e.prim!r}")
+        return method(out, e)
+
+    def scalar_expr(self, e: Eqn, operands, short=False):
+        if e.prim in FAST_SCALAR and e.outputs[0].dtype.kind == "f":
+            return (SHORT_SCALAR if short else FAST_SCALAR)[e.prim].format(*operands)
+        if e.prim == "convert":
+            dt = e.p["dtype"]
+            return f"({operands[0]} != 0)" if dt == np.bool_ else f"np.{dt.name}({operands[0]})"
+        return TABLE[e.prim].scalar.format(*operands)
+
+    def lit_operand(self, e: Eqn, lit: Lit):
+        """Render a literal in the dtype NumPy would compute with (NEP 50 weak scalars)."""
+        var_dtypes = [v.dtype for v in e.inputs if isinstance(v, Var)]
+        if e.prim == "where":
+            var_dtypes = [e.outputs[0].dtype]
+        if not lit.weak or not var_dtypes:
+            return literal_src(lit.value, lit.dtype)
+        common = np.result_type(*var_dtypes)
+        kinds = "biuf"
+        if kinds.index(lit.dtype.kind) <= kinds.index(common.kind if common.kind in kinds
+                                                       else "f"):
+            return literal_src(lit.value, common)
+        return literal_src(lit.value, lit.dtype)
+
+    def elementwise(self, out: Lines, e: Eqn):
+        res = e.outputs[0]
+        shape = res.shape
+
+        def operand(v, idx):
+            return self.lit_operand(e, v) if isinstance(v, Lit) else self.read(v, idx, shape)
+
+        if shape == ():
+            expr = self.scalar_expr(e, [operand(v, ()) for v in e.inputs])
+            out(f"{self.name(res)} = {self.cast(expr, res.dtype)}")
+            return
+        name = self.buffer(res, out)
+        idx = self.outer_loops(out, shape)
+        expr = self.scalar_expr(e, [operand(v, idx) for v in e.inputs])
+        out(f"{name}[{_idx(idx)}] = {expr}")
+        self.close_outer(out, shape)
+
+    @staticmethod
+    def cast(expr, dtype):
+        dt = np.dtype(dtype)
+        if dt in (np.float64, np.int64, np.bool_):
+            return expr
+        return f"np.{dt.name}({expr})"
+
+    def reduce(self, out: Lines, e: Eqn):
+        x, res = e.inputs[0], e.outputs[0]
+        axes, keepdims = e.p["axes"], e.p["keepdims"]
+        _, template, init = self.reduce_rule(e.prim)
+        kept = [a for a in range(x.ndim) if a not in axes]
+        target = self.name(res) if res.shape == () else self.buffer(res, out)
+        outer = self.outer_loops(out, [x.shape[a] for a in kept])
+        acc = self.fresh("acc")
+        full = {a: i for a, i in zip(kept, outer)}
+        if init is None:                          # max/min start from the first element
+            first = [full.get(a, "0") for a in range(x.ndim)]
+            out(f"{acc} = {self.name(x)}[{_idx(first)}]")
+        else:
+            out(f"{acc} = {literal_src(eval(init), res.dtype)}")
+        inner = self.loops(out, [x.shape[a] for a in axes])
+        full.update(zip(axes, inner))
+        elem = f"{self.name(x)}[{_idx([full[a] for a in range(x.ndim)])}]"
+        out(f"{acc} = {template.format(acc=acc, x=elem)}")
+        self.close(out, len(axes))
+        oidx = [full[a] if a in kept else "0" for a in range(x.ndim)] if keepdims else outer
+        if res.shape == ():
+            out(f"{target} = {self.cast(acc, res.dtype)}")
+        else:
+            out(f"{target}[{_idx(oidx)}] = {acc}")
+        self.close_outer(out, [x.shape[a] for a in kept])
+
+    def _arg_reduce(self, out: Lines, e: Eqn, better):
+        x, res = e.inputs[0], e.outputs[0]
+        axis, keepdims = e.p["axis"], e.p["keepdims"]
+        kept = [a for a in range(x.ndim) if a != axis]
+        target = self.name(res) if res.shape == () else self.buffer(res, out)
+        outer = self.outer_loops(out, [x.shape[a] for a in kept])
+        full = dict(zip(kept, outer))
+        best, bi, r = self.fresh("best"), self.fresh("bi"), self.fresh("r")
+        full[axis] = "0"
+        out(f"{best} = {self.name(x)}[{_idx([full[a] for a in range(x.ndim)])}]")
+        out(f"{bi} = 0")
+        out(f"for {r} in range(1, {x.shape[axis]}):")
+        out.indent()
+        full[axis] = r
+        val = self.fresh("val")
+        out(f"{val} = {self.name(x)}[{_idx([full[a] for a in range(x.ndim)])}]")
+        out(f"if {val} {better} {best} or ({val} != {val} and {best} == {best}):")
+        out(f"    {best} = {val}")
+        out(f"    {bi} = {r}")
+        out.dedent()
+        if res.shape == ():
+            out(f"{target} = {bi}")
+        else:
+            oidx = [full[a] if a != axis else "0" for a in range(x.ndim)] if keepdims else outer
+            out(f"{target}[{_idx(oidx)}] = {bi}")
+        self.close_outer(out, [x.shape[a] for a in kept])
+
+    def r_argmax(self, out, e):
+        self._arg_reduce(out, e, ">")
+
+    def r_argmin(self, out, e):
+        self._arg_reduce(out, e, "<")
+
+    def r_cumsum(self, out: Lines, e: Eqn):
+        x, res = e.inputs[0], e.outputs[0]
+        axis = e.p["axis"]
+        name = self.buffer(res, out)
+        kept = [a for a in range(x.ndim) if a != axis]
+        outer = self.outer_loops(out, [x.shape[a] for a in kept])
+        acc, r = self.fresh("acc"), self.fresh("r")
+        out(f"{acc} = {literal_src(0, res.dtype)}")
+        out(f"for {r} in range({x.shape[axis]}):")
+        out.indent()
+        full = dict(zip(kept, outer))
+        full[axis] = r
+        idx = _idx([full[a] for a in range(x.ndim)])
+        out(f"{acc} = {acc} + {self.name(x)}[{idx}]")
+        out(f"{name}[{idx}] = {acc}")
+        out.dedent()
+        self.close_outer(out, [x.shape[a] for a in kept])
+
+    def r_matmul(self, out: Lines, e: Eqn):
+        a, b = e.inputs
+        res = e.outputs[0]
+        A, B = self.name(a), self.name(b)
+        K = a.shape[-1]
+        p = self.fresh("p")
+        if a.ndim == 1 and b.ndim == 1:
+            acc = self.fresh("acc")
+            out(f"{acc} = {literal_src(0, res.dtype)}")
+            out(f"for {p} in range({K}):")
+            out(f"    {acc} += {A}[{p}] * {B}[{p}]")
+            out(f"{self.name(res)} = {self.cast(acc, res.dtype)}")
+            return
+        R = self.buffer(res, out)
+        work = (a.shape[0] if a.ndim == 2 else 1) * K * (b.shape[1] if b.ndim == 2 else 1)
+        if work >= BLAS_MIN_WORK and a.dtype == b.dtype == res.dtype and a.dtype.kind == "f":
+            out(f"np.dot({A}, {B}, {R})")  # BLAS gemv/gemm into the preallocated result
+            self.module.uses_blas = True
+            return
+        if b.ndim == 1:                    # (m, k) @ (k,) -> (m,)
+            i, acc = self.fresh(), self.fresh("acc")
+            out(f"for {i} in range({a.shape[0]}):")
+            out(f"    {acc} = {literal_src(0, res.dtype)}")
+            out(f"    for {p} in range({K}):")
+            out(f"        {acc} += {A}[{i}, {p}] * {B}[{p}]")
+            out(f"    {R}[{i}] = {acc}")
+            return
+        N = b.shape[1]
+        j = self.fresh("j")
+        rows = [] if a.ndim == 1 else [self.fresh()]
+        if rows:
+            out(f"for {rows[0]} in range({a.shape[0]}):")
+            out.indent()
+        ridx = f"{rows[0]}, " if rows else ""
+        aval = self.fresh("a")
+        out(f"for {j} in range({N}):")
+        out(f"    {R}[{ridx}{j}] = 0")
+        out(f"for {p} in range({K}):")
+        out(f"    {aval} = {A}[{ridx}{p}]")
+        out(f"    for {j} in range({N}):")
+        out(f"        {R}[{ridx}{j}] += {aval} * {B}[{p}, {j}]")
+        if rows:
+            out.dedent()
+
+    def _unravel(self, flat, shape):
+        strides = np.cumprod((1,) + tuple(shape[::-1]))[:-1][::-1]
+        return [f"({flat} // {st}) % {s}" if st > 1 else f"{flat} % {s}"
+                for st, s in zip(strides, shape)] if shape else []
+
+    def r_reshape(self, out: Lines, e: Eqn):
+        x, res = e.inputs[0], e.outputs[0]
+        if res.shape == ():
+            out(f"{self.name(res)} = {self.read(x, ['0'] * x.ndim)}")
+            return
+        if isinstance(x, Var) and x.shape != () and res.id not in self.alias:
+            # a view when x's data is contiguous at run time (numba checks; copies otherwise)
+            out(f"{self.name(res)} = np.ascontiguousarray({self.name(x)}).reshape("
+                f"{tuple(res.shape)!r})")
+            return
+        R = self.buffer(res, out)
+        if x.shape == () or isinstance(x, Lit):
+            out(f"{R}[{_idx(['0'] * res.ndim)}] = {self.name(x)}")
+            return
+        f = self.fresh("f")
+        out(f"for {f} in range({res.size}):")
+        out(f"    {R}[{_idx(self._unravel(f, res.shape))}] = "
+            f"{self.name(x)}[{_idx(self._unravel(f, x.shape))}]")
+
+    def r_transpose(self, out: Lines, e: Eqn):
+        x, res = e.inputs[0], e.outputs[0]
+        R = self.buffer(res, out)
+        idx = self.outer_loops(out, res.shape)
+        src = [None] * x.ndim
+        for k, a in enumerate(e.p["axes"]):
+            src[a] = idx[k]
+        out(f"{R}[{_idx(idx)}] = {self.name(x)}[{_idx(src)}]")
+        self.close_outer(out, res.shape)
+
+    def r_broadcast_to(self, out: Lines, e: Eqn):
+        x, res = e.inputs[0], e.outputs[0]
+        R = self.buffer(res, out)
+        idx = self.outer_loops(out, res.shape)
+        out(f"{R}[{_idx(idx)}] = {self.read(x, idx, res.shape)}")
+        self.close_outer(out, res.shape)
+
+    def r_concatenate(self, out: Lines, e: Eqn):
+        res, axis = e.outputs[0], e.p["axis"]
+        R = self.buffer(res, out)
+        offset = 0
+        for x in e.inputs:
+            idx = self.outer_loops(out, x.shape)
+            dst = list(idx)
+            dst[axis] = f"{offset} + {idx[axis]}"
+            out(f"{R}[{_idx(dst)}] = {self.read(x, idx)}")
+            self.close_outer(out, x.shape)
+            offset += x.shape[axis]
+
+    def _index_source(self, out: Lines, spec, dyn):
+        """Index expressions per indexed axis (None for a slice, filled in by the loops)."""
+        src, dyn_it = [], iter(dyn)
+        for s in spec:
+            if s[0] == "int":
+                src.append(str(s[1]))
+            elif s[0] == "dyn":
+                d = self.fresh("d")
+                out(f"{d} = {self.name(next(dyn_it))}")
+                out(f"if {d} < 0:")
+                out(f"    {d} += {s[1]}")
+                src.append(d)
+            else:
+                src.append(None)
+        return src
+
+    def _indexed(self, spec, src, loop_idx):
+        it = iter(loop_idx)
+        full = [sv if sv is not None else f"{s[1]} + {s[2]} * {next(it)}"
+                for s, sv in zip(spec, src)]
+        return full + list(it)
+
+    def r_index(self, out: Lines, e: Eqn):
+        x, dyn, res = e.inputs[0], e.inputs[1:], e.outputs[0]
+        spec = e.p["spec"]
+        src = self._index_source(out, spec, dyn)
+        if all(s is not None for s in src) and res.id not in self.alias:   # a row view
+            out(f"{self.name(res)} = {self.name(x)}[{_idx(src)}]")
+            return
+        if res.shape == ():
+            out(f"{self.name(res)} = {self.name(x)}[{_idx(src)}]")
+            return
+        R = self.buffer(res, out)
+        loop_idx = self.outer_loops(out, res.shape)
+        out(f"{R}[{_idx(loop_idx)}] = {self.name(x)}[{_idx(self._indexed(spec, src, loop_idx))}]")
+        self.close_outer(out, res.shape)
+
+    def r_index_add(self, out: Lines, e: Eqn):
+        base, upd, dyn, res = e.inputs[0], e.inputs[1], e.inputs[2:], e.outputs[0]
+        spec = e.p["spec"]
+        R = self.buffer(res, out)
+        self.copy_into(out, R, None, base, res.shape)
+        self.barrier(out)
+        src = self._index_source(out, spec, dyn)
+        loop_idx = self.outer_loops(out, upd.shape)
+        target = _idx(self._indexed(spec, src, loop_idx))
+        out(f"{R}[{target}] += {self.read(upd, loop_idx)}")
+        self.close_outer(out, upd.shape)
+
+    def r_random(self, out: Lines, e: Eqn):
+        key, base = (self.name(v) for v in e.inputs)
+        res, p = e.outputs[0], e.p
+        fn = self.RANDOM_FUNCTIONS[p["kind"]]
+        self.module.draws = True
+        width = p["dist"][0] if p["kind"] == "binomial" else 1
+        args = ", ".join(repr(a) for a in p["dist"])
+        if res.shape == ():
+            out(f"{self.name(res)} = {fn}({key}, {base} + np.uint64({p['offset']}), {args})")
+            return
+        R = self.buffer(res, out)
+        (f,) = self.outer_loops(out, (res.size,))
+        out(f"{R}[{_idx(self._unravel(f, res.shape))}] = {fn}({key}, {base} + "
+            f"np.uint64({p['offset']}) + np.uint64({f} * {width}), {args})")
+        self.close_outer(out, (res.size,))
+
+    # how a scan inside a program or a step is rendered: its loop function, the storage of its
+    # buffers, the arguments added to its call (the CUDA renderer replaces these)
+    RANDOM_FUNCTIONS = {"uniform": "uniform_nb", "normal": "normal_nb", "binomial": "binomial_nb"}
+    NESTED_SCAN_ARGS: tuple = ()
+    # a scan step's bound values are named in the order the step reads them (scanloop.py)
+    NAME_ROWS_FIRST = False
+
+    def nested_scan(self, step, layout):
+        """Render the function of a scan nested in this body; -> its name. Subclasses do:
+        `cpu.LoopRenderer` (a loop function of the same module), `cuda.CudaRenderer`."""
+        raise NotImplementedError
+
+    def scan_buffer(self, name, shape, dtype):
+        self.alloc(f"{name} = np.empty({tuple(shape)!r}, dtype={dtype_src(dtype)})")
+
+    def r_reverse_rows(self, out: Lines, e: Eqn):
+        x, n, res = e.inputs[0], e.inputs[1], e.outputs[0]
+        R = self.buffer(res, out)
+        rows = self.fresh("n")
+        out(f"{rows} = {self.name(n)}")
+        idx = self.outer_loops(out, res.shape)
+        src = _idx([f"{rows} - 1 - {idx[0]}"] + idx[1:])
+        out(f"{R}[{_idx(idx)}] = {self.name(x)}[{src}] if {idx[0]} < {rows} else "
+            f"{literal_src(0, res.dtype)}")
+        self.close_outer(out, res.shape)
+
+    def r_scan(self, out: Lines, e: Eqn):
+        step, layout, n = e.p["step"], e.p["layout"], e.p["n_steps"]
+        fname = self.nested_scan(step, layout)
+        seq_vars, init_vars, rest_vars, rng_vars, dynamic = layout.split_inputs(e.inputs)
+        seqs = [self.name(v) for v in seq_vars]
+        inits = iter(init_vars)
+        bufs = []
+        for o, res in zip(layout.outs, e.outputs):
+            shape = (o.buffer_rows(n),) + (res.shape if o.keep == "last" else res.shape[1:])
+            b = self.fresh("sbuf")
+            self.scan_buffer(b, shape, res.dtype)
+            bufs.append(b)
+            if o.taps:
+                init = next(inits)
+                if o.taps == (-1,):
+                    self.copy_into(out, b, "0", init, shape[1:])
+                else:
+                    self.copy_into(out, b, None, init, (o.L,) + shape[1:])
+        self.barrier(out)
+        rest = [self.name(v) for v in rest_vars + rng_vars]
+        nrun = self.fresh("nrun")
+        trip = [f"min({n}, max(0, {self.name(dynamic[0])}))", self.name(dynamic[1])] \
+            if dynamic else [str(n)]
+        args = trip + seqs + bufs + rest + list(self.NESTED_SCAN_ARGS)
+        out(f"{nrun} = {fname}({', '.join(args)})")
+        if layout.counts_steps:
+            out(f"{self.name(e.outputs[len(layout.outs)])} = {nrun}")
+        for o, res, b in zip(layout.outs, e.outputs, bufs):
+            if o.keep == "last":
+                out(f"{self.name(res)} = {b}[{o.last_row(nrun)}]")
+            else:
+                out(f"{self.name(res)} = {_rows_src(b, o.step_rows())}")
+
+
+def sink_elementwise(eqns):
+    """Move each elementwise equation down to just before its first consumer, so that chains
+    of elementwise equations become adjacent (and fuse) even when other work sat between."""
+    eqns = list(eqns)
+    for k in reversed(range(len(eqns))):
+        e = eqns[k]
+        if TABLE[e.prim].kind != "elementwise" or e.outputs[0].shape == ():
+            continue
+        produced = {v.id for v in e.outputs}
+        first = next((j for j in range(k + 1, len(eqns))
+                      if any(isinstance(v, Var) and v.id in produced for v in eqns[j].inputs)),
+                     None)
+        if first is not None and first > k + 1:
+            eqns.insert(first - 1, eqns.pop(k))
+    return eqns
+
+
+def _rows_src(name, rows: slice):
+    """Source of `name[rows]` for a slice of rows to the end (`name` itself for all rows)."""
+    return name if not rows.start else f"{name}[{rows.start}:]"

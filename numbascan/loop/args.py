@@ -1,0 +1,247 @@
+"""Stage: the scan loop — Theano-style arguments normalised into a `ScanArgs`, and the mode.
+
+`normalize` checks what `ns.scan` was given and builds the `ScanArgs` every later stage reads;
+`until` is the marker a step returns to stop early; `default_mode` sets the mode a scan without
+`mode=` runs in, for the calls inside a block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core.layout import SeqLayout
+from ..shared import Shared
+from ..trace.tracer import Tracer
+
+MODES = ("cpu", "python", "cuda")
+# The mode of a scan without `mode=` in this context (None: NUMBASCAN_MODE); a python-mode scan
+# sets it to "python" while its steps run, so scans inside them run in python mode too.
+_MODE: ContextVar = ContextVar("numbascan_mode", default=None)
+
+
+class until:
+    """Returned by a step (alone or in a tuple) to stop the scan after the step where `condition` holds."""
+
+    def __init__(self, condition):
+        self.condition = condition
+
+    def __repr__(self):
+        return f"until({self.condition!r})"
+
+
+class ScanError(ValueError):
+    pass
+
+
+@contextlib.contextmanager
+def default_mode(mode):
+    """Inside this block, in this context only, a scan without `mode=` runs in `mode`."""
+    token = _MODE.set(mode)
+    try:
+        yield
+    finally:
+        _MODE.reset(token)
+
+
+# ------------------------------------------------------------------------------------------------
+# argument normalisation
+
+
+def _as_list(x):
+    if x is None:
+        return []
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _value(x, what):
+    """A NumPy array or a tracer for a user-provided input; never copies a NumPy array."""
+    if isinstance(x, Tracer):
+        return x
+    if isinstance(x, Shared):
+        return x.current()
+    if _is_device_array(x):
+        return x
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # pragma: no cover - exotic objects
+        raise TypeError(f"{what}: expected an array, found {type(x).__name__}") from exc
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{what}: expected a numeric array (bool, int or float), found "
+                        f"{type(x).__name__} with dtype {arr.dtype}")
+    return arr
+
+
+def _is_device_array(x):
+    """A CUDA array: numba's device arrays (also the CUDA simulator's), or anything with
+    `__cuda_array_interface__` (CuPy, PyTorch...)."""
+    return not isinstance(x, np.ndarray) and (hasattr(x, "__cuda_array_interface__") or
+                                              hasattr(x, "copy_to_host"))
+
+
+def _length(seq):
+    """A sequence's number of rows; for the rows of an until-scan, their bound."""
+    return seq.var.shape[0] if isinstance(seq, Tracer) else len(seq)
+
+
+def _taps(raw, what, default):
+    if raw is None:
+        return default
+    taps = [raw] if isinstance(raw, (int, np.integer)) else list(raw)
+    if not taps or not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool)
+                           for t in taps):
+        raise ScanError(f"{what}: taps must be a non-empty list of ints, found {raw!r}")
+    if len(set(taps)) != len(taps):
+        raise ScanError(f"{what}: taps must be distinct, found {raw!r}")
+    return tuple(int(t) for t in taps)
+
+
+@dataclass(frozen=True)
+class ScanArgs:
+    """A scan's arguments, checked; built once by `normalize` (a variant: dataclasses.replace)."""
+    fn: object
+    seqs: list                 # arrays or tracers
+    seq_layouts: list
+    inits: list                # per output: None (map) or array/tracer of shape (L, ...) or (...)
+    out_taps: list             # per output: () or taps
+    nonseqs: list
+    n_steps: int
+    go_backwards: bool
+    truncate_gradient: int
+    name: str
+    strict: bool
+    return_list: bool
+    checkpoint: object
+    keep_last: bool = False
+    parallel: bool = False     # steps independent of each other (ns.vmap's map)
+    mode: str = None           # as asked for; recorded on scan equations of traced programs
+    state_avals: list = field(default_factory=list)   # per fed-back output: (dtype, step shape)
+
+    def signature(self):
+        """Everything about the arguments that shapes the traced step (not n_steps)."""
+        def aval(x):
+            return (np.dtype(x.dtype).str, tuple(x.shape))
+        return (tuple((np.dtype(s.dtype).str, tuple(s.shape[1:]), sl.taps)
+                      for s, sl in zip(self.seqs, self.seq_layouts)),
+                tuple(None if i is None else aval(i) for i in self.inits), tuple(self.out_taps),
+                tuple(aval(v) for v in self.nonseqs), self.go_backwards, self.keep_last,
+                self.parallel,
+                self.strict, self.name)
+
+    def arg_avals(self):
+        avals = []
+        for s, sl in zip(self.seqs, self.seq_layouts):
+            avals += [(s.dtype, tuple(s.shape[1:]))] * len(sl.taps)
+        state_avals = iter(self.state_avals)
+        for taps in self.out_taps:
+            if taps:
+                avals += [next(state_avals)] * len(taps)
+        avals += [(v.dtype, tuple(v.shape)) for v in self.nonseqs]
+        return avals
+
+
+def normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_gradient,
+              go_backwards, name, strict, return_list, checkpoint, *, keep_last=False,
+              parallel=False, mode=None) -> ScanArgs:
+    if not callable(fn):
+        raise TypeError(f"fn: expected a callable step function, found {type(fn).__name__}")
+    seqs, seq_layouts = [], []
+    for i, s in enumerate(_as_list(sequences)):
+        what = f"sequences[{i}]"
+        if isinstance(s, dict):
+            unknown = set(s) - {"input", "taps"}
+            if unknown or "input" not in s:
+                raise ScanError(f"{what}: expected dict(input=array, taps=[...]), found keys "
+                                f"{sorted(s)}")
+            arr, taps = s["input"], _taps(s.get("taps", [0]), what, (0,))
+        else:
+            arr, taps = s, (0,)
+        arr = _value(arr, what)
+        if arr.ndim == 0:
+            raise ScanError(f"{what}: expected an array with a leading time axis, found a "
+                            f"0-d value")
+        seqs.append(arr)
+        seq_layouts.append(SeqLayout(taps))
+
+    raw_outs = outputs_info if isinstance(outputs_info, (list, tuple)) else \
+        ([] if outputs_info is None else [outputs_info])
+    inits, out_taps, state_avals = [], [], []
+    for i, o in enumerate(raw_outs):
+        what = f"outputs_info[{i}]"
+        if isinstance(o, dict):
+            unknown = set(o) - {"initial", "taps"}
+            if unknown:
+                raise ScanError(f"{what}: unknown keys {sorted(unknown)}; expected "
+                                f"dict(initial=..., taps=[...])")
+            init = o.get("initial")
+            if init is None or ("taps" in o and o["taps"] is None):   # Theano: a map output
+                inits.append(None)
+                out_taps.append(())
+                continue
+            taps = _taps(o.get("taps", [-1]), what, (-1,))
+        elif o is None:
+            inits.append(None)
+            out_taps.append(())
+            continue
+        else:
+            init, taps = o, (-1,)
+        if any(t >= 0 for t in taps):
+            raise ScanError(f"{what}: output taps must be negative (past steps), found "
+                            f"{list(taps)}")
+        init = _value(init, what)
+        L = max(-t for t in taps)
+        if taps == (-1,):
+            step_shape = tuple(init.shape)
+        else:
+            if init.ndim == 0 or init.shape[0] < L:
+                raise ScanError(
+                    f"{what}: taps {list(taps)} need an initial state with a leading axis of "
+                    f"length {L} (initial[k] plays out[k - {L}]), found shape "
+                    f"{tuple(init.shape)}")
+            if init.shape[0] > L:
+                init = init[:L]
+            step_shape = tuple(init.shape[1:])
+        inits.append(init)
+        out_taps.append(taps)
+        state_avals.append((init.dtype, step_shape))
+
+    nonseqs = [_value(v, f"non_sequences[{i}]") for i, v in enumerate(_as_list(non_sequences))]
+
+    max_steps = [_length(s) - sl.m - sl.M for s, sl in zip(seqs, seq_layouts)]
+    for i, (s, sl, ms) in enumerate(zip(seqs, seq_layouts, max_steps)):
+        if ms < 0:
+            raise ScanError(f"sequences[{i}]: taps {list(sl.taps)} need at least {sl.m + sl.M} "
+                            f"entries, found length {_length(s)}")
+    if n_steps is None:
+        if not seqs:
+            raise ScanError("n_steps: required when there are no sequences (found None)")
+        n = min(max_steps)
+    else:
+        if isinstance(n_steps, Tracer):
+            raise ScanError("n_steps: expected a Python int, found a traced value "
+                            "(inside ns.jit the number of steps must be static)")
+        if isinstance(n_steps, np.ndarray) and n_steps.ndim == 0:
+            n_steps = n_steps.item()
+        if not isinstance(n_steps, (int, np.integer)) or isinstance(n_steps, bool):
+            raise ScanError(f"n_steps: expected an int, found {type(n_steps).__name__}")
+        n = int(n_steps)
+        if n < 0:
+            raise ScanError(f"n_steps: expected a non-negative int, found {n}")
+        for i, (s, sl, ms) in enumerate(zip(seqs, seq_layouts, max_steps)):
+            if ms < n:
+                raise ScanError(
+                    f"sequences[{i}]: too short for n_steps={n}: with taps {list(sl.taps)} it "
+                    f"needs length {n + sl.m + sl.M}, found {_length(s)}")
+    if not isinstance(truncate_gradient, (int, np.integer)):
+        raise TypeError(f"truncate_gradient: expected an int, found {truncate_gradient!r}")
+    if checkpoint is not None and checkpoint != "sqrt" and not (
+            isinstance(checkpoint, (int, np.integer)) and checkpoint >= 1):
+        raise ValueError(f"checkpoint: expected None, a positive int or 'sqrt', found "
+                         f"{checkpoint!r}")
+    return ScanArgs(fn, seqs, seq_layouts, inits, out_taps, nonseqs, n, bool(go_backwards),
+                    int(truncate_gradient), name, strict, return_list, checkpoint,
+                    keep_last=keep_last, parallel=parallel, mode=mode,
+                    state_avals=state_avals)
