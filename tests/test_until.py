@@ -11,13 +11,17 @@ import numbascan as ns
 from conftest import assert_close
 
 
-def newton_sqrt(a):
-    """Newton's iteration for sqrt(a), stopping when it no longer moves (at most 60 steps)."""
+def newton_run(a, mode=None):
+    """Newton's iteration for sqrt(a), stopping when it no longer moves (at most 60 steps):
+    every iterate."""
     def step(x, a):
         x_new = 0.5 * (x + a / x)
         return x_new, ns.until(np.abs(x_new - x) < 1e-13 * a)
-    xs, _ = ns.scan(step, outputs_info=a, non_sequences=a, n_steps=60)
-    return xs[-1]
+    return ns.scan(step, outputs_info=a, non_sequences=a, n_steps=60, mode=mode)[0]
+
+
+def newton_sqrt(a):
+    return newton_run(a)[-1]
 
 
 def newton_steps_numpy(a):
@@ -81,10 +85,7 @@ def test_code_after_the_loop_sees_the_rows_that_ran(a):
 
     @ns.jit
     def f(a):
-        def step(x, a):
-            x_new = 0.5 * (x + a / x)
-            return x_new, ns.until(np.abs(x_new - x) < 1e-13 * a)
-        xs, _ = ns.scan(step, outputs_info=a, non_sequences=a, n_steps=60)
+        xs = newton_run(a)
         return (xs[-1], xs[0], xs.shape[0], xs.sum(), xs.mean(), xs.max(), xs.min(),
                 xs.prod(), np.argmin(xs), xs[1:].sum(), xs[:-1].sum(), xs[-2],
                 xs * 2.0 + 1.0, np.cumsum(xs), xs[1:], xs[:3], (xs > 10.0).any())
@@ -104,10 +105,7 @@ def test_rows_of_a_loop_as_another_scans_sequence(a):
 
     @ns.jit
     def f(a):
-        def step(x, a):
-            x_new = 0.5 * (x + a / x)
-            return x_new, ns.until(np.abs(x_new - x) < 1e-13 * a)
-        xs, _ = ns.scan(step, outputs_info=a, non_sequences=a, n_steps=60)
+        xs = newton_run(a)
         diffs, _ = ns.scan(lambda x_prev, x_next: x_next - x_prev,
                            sequences=dict(input=xs, taps=[0, 1]))
         acc, _ = ns.scan(lambda d, s: s + d * d, sequences=diffs, outputs_info=np.array(0.0))
@@ -198,11 +196,7 @@ def test_vmap_returning_the_whole_run_is_an_error(rng):
 def test_returning_the_run_from_jit_and_its_derivatives(a):
     expected = newton_steps_numpy(a)
 
-    def run(a):
-        def step(x, a):
-            x_new = 0.5 * (x + a / x)
-            return x_new, ns.until(np.abs(x_new - x) < 1e-13 * a)
-        return ns.scan(step, outputs_info=a, non_sequences=a, n_steps=60)[0]
+    run = newton_run
     assert_close(ns.jit(run)(np.array(a)), expected)
     out, tangent = ns.jvp(run, (np.array(a),), (np.array(1.0),))
     assert_close(out, expected)
@@ -348,10 +342,7 @@ def test_threads_stop_on_their_own_numbers(rng):
 
 
 def newton_sqrt_cuda(a):
-    def step(x, a):
-        x_new = 0.5 * (x + a / x)
-        return x_new, ns.until(np.abs(x_new - x) < 1e-13 * a)
-    xs, _ = ns.scan(step, outputs_info=a, non_sequences=a, n_steps=60, mode="cuda")
+    xs = newton_run(a, mode="cuda")
     return xs[-1], xs.sum()
 
 

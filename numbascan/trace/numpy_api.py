@@ -315,22 +315,32 @@ def round_(a, decimals=0, out=None):
     raise TracingError("np.round")
 
 
+def _reductions(reduce, mean, arg):
+    """NumPy's reductions, by function, in terms of `reduce(prim, x, axis, keepdims, dtype)`,
+    `mean` and `arg(prim, x, axis, keepdims)` (of traced values, or of the rows of a run)."""
+    return {
+        np.sum: lambda a, axis=None, dtype=None, out=None, keepdims=False, **k:
+            reduce("reduce_sum", a, axis, keepdims, dtype, out=out, **k),
+        np.prod: lambda a, axis=None, dtype=None, out=None, keepdims=False, **k:
+            reduce("reduce_prod", a, axis, keepdims, dtype, out=out, **k),
+        np.max: lambda a, axis=None, out=None, keepdims=False, **k:
+            reduce("reduce_max", a, axis, keepdims, out=out, **k),
+        np.min: lambda a, axis=None, out=None, keepdims=False, **k:
+            reduce("reduce_min", a, axis, keepdims, out=out, **k),
+        np.all: lambda a, axis=None, out=None, keepdims=False, **k:
+            reduce("reduce_all", a, axis, keepdims, out=out, **k),
+        np.any: lambda a, axis=None, out=None, keepdims=False, **k:
+            reduce("reduce_any", a, axis, keepdims, out=out, **k),
+        np.mean: mean,
+        np.argmax: lambda a, axis=None, out=None, keepdims=False: arg("argmax", a, axis,
+                                                                       keepdims),
+        np.argmin: lambda a, axis=None, out=None, keepdims=False: arg("argmin", a, axis,
+                                                                       keepdims),
+    }
+
+
 HANDLERS = {
-    np.sum: lambda a, axis=None, dtype=None, out=None, keepdims=False, **k:
-        _reduce("reduce_sum", a, axis, keepdims, dtype, out=out, **k),
-    np.prod: lambda a, axis=None, dtype=None, out=None, keepdims=False, **k:
-        _reduce("reduce_prod", a, axis, keepdims, dtype, out=out, **k),
-    np.max: lambda a, axis=None, out=None, keepdims=False, **k:
-        _reduce("reduce_max", a, axis, keepdims, out=out, **k),
-    np.min: lambda a, axis=None, out=None, keepdims=False, **k:
-        _reduce("reduce_min", a, axis, keepdims, out=out, **k),
-    np.all: lambda a, axis=None, out=None, keepdims=False, **k:
-        _reduce("reduce_all", a, axis, keepdims, out=out, **k),
-    np.any: lambda a, axis=None, out=None, keepdims=False, **k:
-        _reduce("reduce_any", a, axis, keepdims, out=out, **k),
-    np.mean: mean,
-    np.argmax: lambda a, axis=None, out=None, keepdims=False: _arg("argmax", a, axis, keepdims),
-    np.argmin: lambda a, axis=None, out=None, keepdims=False: _arg("argmin", a, axis, keepdims),
+    **_reductions(_reduce, mean, _arg),
     np.cumsum: cumsum,
     np.dot: dot, np.inner: inner, np.outer: outer, np.tensordot: tensordot,
     np.matmul: matmul,
@@ -532,23 +542,7 @@ def _run_like(fill):
 
 
 RUN_HANDLERS = {
-    np.sum: lambda a, axis=None, dtype=None, out=None, keepdims=False, **k:
-        _run_reduce("reduce_sum", a, axis, keepdims, dtype, out=out, **k),
-    np.prod: lambda a, axis=None, dtype=None, out=None, keepdims=False, **k:
-        _run_reduce("reduce_prod", a, axis, keepdims, dtype, out=out, **k),
-    np.max: lambda a, axis=None, out=None, keepdims=False, **k:
-        _run_reduce("reduce_max", a, axis, keepdims, out=out, **k),
-    np.min: lambda a, axis=None, out=None, keepdims=False, **k:
-        _run_reduce("reduce_min", a, axis, keepdims, out=out, **k),
-    np.all: lambda a, axis=None, out=None, keepdims=False, **k:
-        _run_reduce("reduce_all", a, axis, keepdims, out=out, **k),
-    np.any: lambda a, axis=None, out=None, keepdims=False, **k:
-        _run_reduce("reduce_any", a, axis, keepdims, out=out, **k),
-    np.mean: _run_mean,
-    np.argmax: lambda a, axis=None, out=None, keepdims=False: _run_arg("argmax", a, axis,
-                                                                        keepdims),
-    np.argmin: lambda a, axis=None, out=None, keepdims=False: _run_arg("argmin", a, axis,
-                                                                        keepdims),
+    **_reductions(_run_reduce, _run_mean, _run_arg),
     np.cumsum: _run_cumsum,
     np.where: lambda c, x, y: _run_elementwise(where, [c, x, y], "np.where"),
     np.clip: clip,
