@@ -3,6 +3,7 @@
     python benchmarks/cpu.py                 # every workload, full sizes, and benchmarks/results.png
     python benchmarks/cpu.py --only W1,W3    # a subset (--only M: every id starting with M)
     python benchmarks/cpu.py --quick         # small sizes: a smoke test of every peer
+    python benchmarks/cpu.py --only F1C --f1c-h 1,4,16,64   # first calls against the LSTM's H
 
 Each workload is a ``Workload`` (see ``_harness.py``): an input builder plus one builder per peer.
 W1-W4 are single recurrences described by a ``ScanProblem``, from which the jax, pytensor, python
@@ -12,8 +13,10 @@ their own peer builders: G1 and G2 (reverse- and forward-mode derivatives of W1)
 are also shown relative to the same peer's W1 forward pass. O1 times tiny cached calls in
 microseconds, J1 calls of an ``ns.jit`` function whose until-scan runs a different number of
 steps at every call. Measurements made outside this process are ``Probe`` records in ``PROBES``: C1
-(a new process to its first W1 result, with empty and with warm caches) and M1, M2 (peak memory
-of one call, each in its own process).
+(a new process to its first W1 result, with empty and with warm caches), F1 (a new process with
+empty caches to the first result of larger programs: an LSTM, a Lorenz Jacobian, a Kalman
+filter's gradient, a nested scan's gradient, the tour; F1C: the LSTM against its hidden size, run
+only when named, ``--only F1C``) and M1, M2 (peak memory of one call, each in its own process).
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ sys.path.insert(1, REPO_ROOT)  # benchmark the checkout's numbascan, installed o
 warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
 
 from _harness import (Probe, Result, Skip, Workload, format_rows, machine_info,  # noqa: E402
-                      probe_rows, run_probe, run_workload, time_callable, time_per_call,
-                      workload_rows, write_chart, write_json)
+                      probe_rows, run_probe, run_workload, size_label, time_callable,
+                      time_per_call, workload_rows, write_chart, write_json)
 
 # Column order of the table; "python" is the reference every other peer is checked against.
 PEERS = ["jax", "pytensor-numba", "pytensor-cvm", "numba-hand", "python", "numbascan",
@@ -1095,6 +1098,691 @@ START_PEERS = {peer: start_peer(peer) for peer in _START_MODULE}
 
 
 # ============================================================================================
+# F1: the first call of a larger program in a new process with empty caches, against jax.jit of
+# the same program: an LSTM's states and their gradient w.r.t. its weights, the Jacobian of a
+# Lorenz RK4 integration in forward and reverse mode, a Kalman filter's log-likelihood gradient,
+# the gradient through a nested scan, and the seed's tour (numbascan only).
+# F1C: the LSTM's forward and gradient first calls against H (compile time as the step grows).
+# Each (program, peer) runs in a child process like C1's, with every on-disk cache in a fresh
+# temporary folder, and is killed after F1_TIMEOUT_S seconds. The python peer is the reference:
+# NumPy float64 loops, with hand-written backpropagation for the LSTM and complex-step
+# derivatives (exact to rounding for these analytic programs) for the others.
+
+F1_TIMEOUT_S = 300.0  # --child-timeout
+F1_LSTM_H = (8, 16, 32)
+F1C_H = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # --f1c-h
+F1C_QUICK_H = (1, 4, 16)
+F1_PEERS = ("python", "jax", "numbascan")
+
+
+# --- the programs' steps and the reference's derivatives (copied into the child scripts; jax's
+# copy has every ``np.`` replaced by ``jnp.``) --------------------------------------------------
+
+
+def lstm_step(x_t, h, c, Wx, Wh, b):
+    n = h.shape[0]
+    z = x_t @ Wx + h @ Wh + b
+    i = 1 / (1 + np.exp(-z[:n]))
+    f = 1 / (1 + np.exp(-z[n:2 * n]))
+    o = 1 / (1 + np.exp(-z[2 * n:3 * n]))
+    g = np.tanh(z[3 * n:])
+    c = f * c + i * g
+    h = o * np.tanh(c)
+    return h, c
+
+
+def lstm_grad_python(Wx, Wh, b, X, h0, c0):
+    """d sum(hs ** 2) / d (Wx, Wh, b) by backpropagation through time."""
+    T, n = X.shape[0], h0.shape[0]
+    hs, cs, gates = np.empty((T, n)), np.empty((T, n)), np.empty((T, 4 * n))
+    h, c = h0, c0
+    for t in range(T):
+        z = X[t] @ Wx + h @ Wh + b
+        gates[t, :3 * n] = 1 / (1 + np.exp(-z[:3 * n]))
+        gates[t, 3 * n:] = np.tanh(z[3 * n:])
+        i, f, o, g = (gates[t, k * n:(k + 1) * n] for k in range(4))
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        hs[t], cs[t] = h, c
+    gWx, gWh, gb = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)
+    gh, gc = np.zeros(n), np.zeros(n)  # from the steps after t
+    for t in range(T - 1, -1, -1):
+        i, f, o, g = (gates[t, k * n:(k + 1) * n] for k in range(4))
+        h_prev, c_prev = (hs[t - 1], cs[t - 1]) if t else (h0, c0)
+        tc = np.tanh(cs[t])
+        gh = gh + 2 * hs[t]
+        gc = gc + gh * o * (1 - tc * tc)
+        gz = np.concatenate([gc * g * i * (1 - i), gc * c_prev * f * (1 - f),
+                             gh * tc * o * (1 - o), gc * i * (1 - g * g)])
+        gWx += np.outer(X[t], gz)
+        gWh += np.outer(h_prev, gz)
+        gb += gz
+        gh, gc = Wh @ gz, gc * f
+    return gWx, gWh, gb
+
+
+def lorenz_field(s):
+    x, y, z = s[0], s[1], s[2]
+    return np.stack([10.0 * (y - x), x * (28.0 - z) - y, x * y - (8.0 / 3.0) * z])
+
+
+def rk4_step(s, dt):
+    k1 = lorenz_field(s)
+    k2 = lorenz_field(s + 0.5 * dt * k1)
+    k3 = lorenz_field(s + 0.5 * dt * k2)
+    k4 = lorenz_field(s + dt * k3)
+    return s + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+
+
+def kalman_step(y_t, m, P, ll, A, Q, C, R):
+    """One predict-update step; ``ll`` accumulates the log-likelihood (without its constant)."""
+    m_p = A @ m
+    P_p = A @ P @ A.T + Q
+    S = C @ P_p @ C.T + R
+    v = y_t - C @ m_p
+    K = np.linalg.solve(S, C @ P_p).T
+    ll = ll - 0.5 * (v @ np.linalg.solve(S, v) + np.log(np.linalg.det(S)))
+    return m_p + K @ v, P_p - K @ S @ K.T, ll
+
+
+def nested_inner_step(x_k, u, W):
+    return np.tanh(u @ W + x_k)
+
+
+def complex_step(f, args, argnums, h=1e-30):
+    """``d f / d args[i]`` for each ``i`` in ``argnums``, shaped ``f``'s output + the argument's:
+    ``Im f(x + i h e_k) / h`` for every entry ``k``, exact to rounding for analytic ``f``."""
+    out = []
+    for i in argnums:
+        x = np.asarray(args[i], dtype=np.float64)
+        cols = []
+        for k in range(x.size):
+            e = np.zeros(x.size, dtype=np.complex128)
+            e[k] = 1j * h
+            a = list(args)
+            a[i] = x + e.reshape(x.shape)
+            cols.append(np.imag(f(*a)) / h)
+        J = np.stack(cols, axis=-1)
+        out.append(J.reshape(np.shape(cols[0]) + x.shape))
+    return out
+
+
+# Their source, read once: the child scripts are written from it.
+_F1_SOURCES = {fn.__name__: _source(fn) for fn in (lstm_step, lstm_grad_python, lorenz_field,
+                                                    rk4_step, kalman_step, nested_inner_step,
+                                                    complex_step)}
+
+
+# --- inputs (made in the parent from the fixed seed, loaded by the child) -----------------------
+
+
+def lstm_inputs(sizes: Mapping[str, int], rng: np.random.Generator) -> dict:
+    T, D, H = sizes["T"], sizes["D"], sizes["H"]
+    return {
+        "X": rng.standard_normal((T, D)),
+        "Wx": rng.standard_normal((D, 4 * H)) / np.sqrt(D),
+        "Wh": rng.standard_normal((H, 4 * H)) * (0.5 / np.sqrt(H)),
+        "b": 0.1 * rng.standard_normal(4 * H),
+        "h0": 0.1 * rng.standard_normal(H),
+        "c0": 0.1 * rng.standard_normal(H),
+    }
+
+
+def lorenz_inputs(sizes: Mapping[str, int], rng: np.random.Generator) -> dict:
+    """A start on the attractor: 500 RK4 steps from near (1, 1, 1)."""
+    s = np.ones(3) + 0.01 * rng.standard_normal(3)
+    for _ in range(500):
+        s = rk4_step(s, 0.01)
+    return {"s0": s}
+
+
+def kalman_inputs(sizes: Mapping[str, int], rng: np.random.Generator) -> dict:
+    """A stable 4-state linear Gaussian model, 2 observed combinations, data simulated from it."""
+    n, k, T = sizes["n"], sizes["k"], sizes["T"]
+    A = 0.9 * np.eye(n) + 0.05 * rng.standard_normal((n, n))
+    Q = 0.1 * np.eye(n)
+    C = rng.standard_normal((k, n))
+    R = 0.2 * np.eye(k)
+    x, Y = np.zeros(n), np.empty((T, k))
+    for t in range(T):
+        x = A @ x + rng.multivariate_normal(np.zeros(n), Q)
+        Y[t] = C @ x + rng.multivariate_normal(np.zeros(k), R)
+    return {"A": A, "Q": Q, "R": R, "C": C, "Y": Y, "m0": np.zeros(n), "P0": np.eye(n)}
+
+
+def nested_inputs(sizes: Mapping[str, int], rng: np.random.Generator) -> dict:
+    H, K, T = sizes["H"], sizes["K"], sizes["T"]
+    return {
+        "W": rng.standard_normal((H, H)) * (0.5 / np.sqrt(H)),
+        "V": rng.standard_normal((H, H)) / np.sqrt(H),
+        "X": rng.standard_normal((T, K, H)),
+        "h0": 0.1 * rng.standard_normal(H),
+    }
+
+
+# --- the child scripts ---------------------------------------------------------------------------
+
+_F1_HEAD = """\
+import time
+_t0 = time.perf_counter()
+import numpy as np
+_inputs = np.load(INPUTS)
+globals().update({k: _inputs[k] for k in _inputs.files})
+
+
+def _flat(result):
+    parts = result if isinstance(result, (tuple, list)) else [result]
+    return np.concatenate([np.ravel(np.asarray(p, dtype=np.float64)) for p in parts])
+
+
+"""
+_F1_TAIL = """\
+_t1 = time.perf_counter()
+if _out is not None:
+    np.save(RESULT, _out)
+print("FIRST_RESULT_S", _t1 - _t0)
+print("IMPORT_S", _t_import - _t0)
+"""
+_F1_IMPORTS = {
+    "python": "",
+    "numbascan": "import numbascan as ns\n",
+    "jax": 'import jax\njax.config.update("jax_enable_x64", True)\nimport jax.numpy as jnp\n',
+}
+
+
+def _f1_source(peer: str, *fns) -> str:
+    """The functions' source for ``peer``'s script (jax's with jax.numpy for NumPy)."""
+    import re
+
+    text = "\n\n".join(_F1_SOURCES[fn.__name__] for fn in fns) + "\n\n"
+    return re.sub(r"\bnp\.", "jnp.", text) if peer == "jax" else text
+
+
+def _lstm_body(peer: str, grad: bool) -> str:
+    states = {
+        "numbascan": """\
+def lstm_states(Wx, Wh, b, X, h0, c0):
+    (hs, cs), _ = ns.scan(lstm_step, sequences=X, outputs_info=[h0, c0],
+                          non_sequences=[Wx, Wh, b])
+    return hs
+""",
+        "jax": """\
+def lstm_states(Wx, Wh, b, X, h0, c0):
+    def body(carry, x_t):
+        h, c = lstm_step(x_t, carry[0], carry[1], Wx, Wh, b)
+        return (h, c), h
+    return jax.lax.scan(body, (h0, c0), X)[1]
+""",
+        "python": """\
+def lstm_states(Wx, Wh, b, X, h0, c0):
+    hs = np.empty((X.shape[0], h0.shape[0]))
+    h, c = h0, c0
+    for t in range(X.shape[0]):
+        h, c = lstm_step(X[t], h, c, Wx, Wh, b)
+        hs[t] = h
+    return hs
+""",
+    }[peer]
+    loss = """\
+def lstm_loss(Wx, Wh, b, X, h0, c0):
+    return (lstm_states(Wx, Wh, b, X, h0, c0) ** 2).sum()
+"""
+    args = "(Wx, Wh, b, X, h0, c0)"
+    if not grad:
+        call = {"numbascan": f"lstm_states{args}", "jax": f"jax.jit(lstm_states){args}",
+                "python": f"lstm_states{args}"}[peer]
+    else:
+        call = {"numbascan": f"ns.grad(lstm_loss, (0, 1, 2)){args}",
+                "jax": f"jax.jit(jax.grad(lstm_loss, (0, 1, 2))){args}",
+                "python": f"lstm_grad_python{args}"}[peer]
+    extra = (lstm_grad_python,) if grad and peer == "python" else ()
+    return (_f1_source(peer, lstm_step, *extra) + states + "\n\n" + loss + "\n\n"
+            + f"_out = _flat({call})\n")
+
+
+def _lorenz_body(peer: str, mode: str) -> str:
+    final = {
+        "numbascan": """\
+def final_state(s0):
+    states, _ = ns.scan(rk4_step, outputs_info=s0, non_sequences=DT, n_steps=STEPS)
+    return states[-1]
+""",
+        "jax": """\
+def final_state(s0):
+    return jax.lax.scan(lambda s, _: (rk4_step(s, DT), None), s0, None, length=STEPS)[0]
+""",
+        "python": """\
+def final_state(s0):
+    s = s0
+    for _ in range(STEPS):
+        s = rk4_step(s, DT)
+    return s
+""",
+    }[peer]
+    call = {"numbascan": f'ns.jacobian(final_state, mode="{mode}")(s0)',
+            "jax": f"jax.jit(jax.jac{mode}(final_state))(s0)",
+            "python": "complex_step(final_state, (s0,), (0,))"}[peer]
+    extra = (complex_step,) if peer == "python" else ()
+    return (_f1_source(peer, lorenz_field, rk4_step, *extra) + final + "\n\n"
+            + f"_out = _flat({call})\n")
+
+
+def _kalman_body(peer: str) -> str:
+    loglik = {
+        "numbascan": """\
+def loglik(A, Q, R, C, Y, m0, P0):
+    (ms, Ps, lls), _ = ns.scan(kalman_step, sequences=Y, outputs_info=[m0, P0, np.float64(0.0)],
+                               non_sequences=[A, Q, C, R])
+    return lls[-1]
+""",
+        "jax": """\
+def loglik(A, Q, R, C, Y, m0, P0):
+    def body(carry, y_t):
+        return kalman_step(y_t, *carry, A, Q, C, R), None
+    return jax.lax.scan(body, (m0, P0, jnp.float64(0.0)), Y)[0][2]
+""",
+        "python": """\
+def loglik(A, Q, R, C, Y, m0, P0):
+    m, P, ll = m0, P0, 0.0
+    for t in range(Y.shape[0]):
+        m, P, ll = kalman_step(Y[t], m, P, ll, A, Q, C, R)
+    return ll
+""",
+    }[peer]
+    args = "(A, Q, R, C, Y, m0, P0)"
+    call = {"numbascan": f"ns.grad(loglik, (0, 1, 2)){args}",
+            "jax": f"jax.jit(jax.grad(loglik, (0, 1, 2))){args}",
+            "python": f"complex_step(loglik, {args}, (0, 1, 2))"}[peer]
+    extra = (complex_step,) if peer == "python" else ()
+    return _f1_source(peer, kalman_step, *extra) + loglik + "\n\n" + f"_out = _flat({call})\n"
+
+
+def _nested_body(peer: str) -> str:
+    loss = {
+        "numbascan": """\
+def outer_step(x_t, h, W, V):
+    us, _ = ns.scan(nested_inner_step, sequences=x_t, outputs_info=h, non_sequences=W)
+    return us[-1] @ V
+
+
+def loss(W, V, X, h0):
+    hs, _ = ns.scan(outer_step, sequences=X, outputs_info=h0, non_sequences=[W, V])
+    return (hs ** 2).sum()
+""",
+        "jax": """\
+def outer_step(h, x_t, W, V):
+    u = jax.lax.scan(lambda u, x_k: (nested_inner_step(x_k, u, W), None), h, x_t)[0]
+    h = u @ V
+    return h, h
+
+
+def loss(W, V, X, h0):
+    hs = jax.lax.scan(lambda h, x_t: outer_step(h, x_t, W, V), h0, X)[1]
+    return (hs ** 2).sum()
+""",
+        "python": """\
+def loss(W, V, X, h0):
+    h, total = h0, 0.0
+    for t in range(X.shape[0]):
+        u = h
+        for k in range(X.shape[1]):
+            u = nested_inner_step(X[t, k], u, W)
+        h = u @ V
+        total = total + (h ** 2).sum()
+    return total
+""",
+    }[peer]
+    args = "(W, V, X, h0)"
+    call = {"numbascan": f"ns.grad(loss, (0, 1)){args}",
+            "jax": f"jax.jit(jax.grad(loss, (0, 1))){args}",
+            "python": f"complex_step(loss, {args}, (0, 1))"}[peer]
+    extra = (complex_step,) if peer == "python" else ()
+    return _f1_source(peer, nested_inner_step, *extra) + loss + "\n\n" + f"_out = _flat({call})\n"
+
+
+def _tour_body(peer: str) -> str:
+    return f"""\
+import runpy
+import sys
+
+sys.argv = [{os.path.join(REPO_ROOT, "examples", "tour.py")!r}]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as e:
+    if e.code:
+        raise RuntimeError(f"the tour exited with status {{e.code}} (an example failed)")
+_out = None
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class FirstCall:
+    """One F1 program. ``sizes`` gives its own sizes from the probe's, ``make_inputs`` its
+    input arrays (saved by the parent, loaded by the child), ``body(peer)`` the part of the child
+    script that follows the peer's import and computes the result into ``_out``; ``absent`` says
+    why a peer has no such part. With ``skip_failure``, a numbascan child that fails (the program
+    needs something numbascan does not trace yet) is shown as skipped, its error the reason."""
+
+    row: str
+    sizes: Callable[[Mapping[str, int]], dict]
+    make_inputs: Callable[[Mapping[str, int], np.random.Generator], dict]
+    body: Callable[[str], str]
+    absent: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    skip_failure: bool = False
+
+
+def _lstm_programs(hs, prefix="LSTM ") -> list[FirstCall]:
+    return [FirstCall(f"{prefix}{kind} H={H}",
+                      lambda s, H=H: {"H": H, "D": s["D"], "T": s["T"]}, lstm_inputs,
+                      lambda peer, grad=(kind == "grad"): _lstm_body(peer, grad))
+            for H in hs for kind in ("fwd", "grad")]
+
+
+F1_PROGRAMS = [
+    *_lstm_programs(F1_LSTM_H),
+    *[FirstCall(f"Lorenz jacobian {mode}", lambda s: {"steps": s["steps"]}, lorenz_inputs,
+                lambda peer, mode=mode: _lorenz_body(peer, mode)) for mode in ("fwd", "rev")],
+    FirstCall("Kalman grad", lambda s: {"n": 4, "k": 2, "T": s["T"]}, kalman_inputs,
+              _kalman_body, skip_failure=True),
+    FirstCall("nested-scan grad", lambda s: {"H": 4, "K": 5, "T": s["T"]}, nested_inputs,
+              _nested_body),
+    FirstCall("tour", lambda s: {}, lambda sizes, rng: {}, _tour_body,
+              absent={"jax": "no jax counterpart", "python": "no reference: the tour checks "
+                      "its own results and exits with status 1 when one fails"}),
+]
+
+
+def f1c_programs(hs) -> list[FirstCall]:
+    return _lstm_programs(hs, prefix="")
+
+
+def _run_first_call(prog: FirstCall, peer: str, sizes: Mapping[str, int], work: str,
+                    timeout_s: float) -> tuple[float, float, float | None, np.ndarray | None]:
+    """One child on fresh, empty caches: (seconds from its first line to the result, of which
+    the peer's import, its wall time seen from here, the result). Raises ``TimeoutError``."""
+    import subprocess
+    import tempfile
+
+    key = "".join(ch if ch.isalnum() else "_" for ch in f"{prog.row}_{peer}")
+    inputs = os.path.join(work, f"inputs_{key}.npz")
+    result = os.path.join(work, f"result_{key}.npy")
+    script = os.path.join(work, f"f1_{key}.py")
+    own = prog.sizes(sizes)
+    np.savez(inputs, **prog.make_inputs(own, np.random.default_rng(0)))
+    consts = "".join(f"{k.upper()} = {v!r}\n" for k, v in own.items() if k in ("steps",))
+    with open(script, "w") as f:
+        f.write(f"INPUTS = {inputs!r}\nRESULT = {result!r}\nDT = 0.01\n{consts}" + _F1_HEAD
+                + _F1_IMPORTS[peer] + "_t_import = time.perf_counter()\n" + prog.body(peer)
+                + _F1_TAIL)
+    cache_dir = tempfile.mkdtemp(prefix="cache-", dir=work)
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, script], env=_cache_env(cache_dir), cwd=work,
+                              capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise TimeoutError(f"timeout: no result within {timeout_s:g} s (child killed)") from None
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        import re
+
+        lines = proc.stderr.strip().splitlines()
+        errors = [ln for ln in lines if re.match(r"[A-Za-z_][\w.]*(Error|Exception)\b", ln)]
+        tail = (errors or lines)[-1:] or [f"exit status {proc.returncode}"]
+        raise RuntimeError(f"child failed: {tail[0]}".replace("numbascan.trace.tracer.", ""))
+    said = dict(line.split(" ", 1) for line in proc.stdout.splitlines()
+                if line.startswith(("FIRST_RESULT_S ", "IMPORT_S ")))
+    out = np.load(result) if os.path.exists(result) else None
+    return float(said["FIRST_RESULT_S"]), float(said["IMPORT_S"]), wall, out
+
+
+def first_call_peer(peer: str, programs: list[FirstCall], timeout_s: list[float]):
+    """Measure function of F1 / F1C for ``peer``: one child per program (``timeout_s[0]``
+    seconds at most each, a list so that the command line can change it)."""
+
+    def measure(sizes, quick, log):
+        import importlib.util
+        import shutil
+        import tempfile
+
+        module = {"python": "numpy", "jax": "jax", "numbascan": "numbascan"}[peer]
+        if importlib.util.find_spec(module) is None:
+            raise Skip(f"{module} is not installed")
+        out: dict[str, tuple[Result, Any]] = {}
+        work = tempfile.mkdtemp(prefix="numbascan-f1-")
+        try:
+            for prog in programs:
+                if peer in prog.absent:
+                    out[prog.row] = (Result("skip", note=prog.absent[peer]), None)
+                    continue
+                try:
+                    first, imported, wall, res = _run_first_call(prog, peer, sizes, work,
+                                                                 timeout_s[0])
+                except TimeoutError as e:
+                    r = Result("error", note=str(e))
+                    log(f"    {prog.row} {peer}: TIMEOUT after {timeout_s[0]:g} s")
+                    out[prog.row] = (r, None)
+                    continue
+                except RuntimeError as e:
+                    r = Result("error", note=str(e))
+                    if prog.skip_failure and peer == "numbascan":
+                        r = Result("skip", note=f"numbascan cannot run it yet ({e})")
+                    log(f"    {prog.row} {peer}: {r.status.upper()} {r.note}")
+                    out[prog.row] = (r, None)
+                    continue
+                note = f"import {imported:.2f} s; child wall {wall:.2f} s seen from here"
+                log(f"    {prog.row} {peer}: {first:.2f} s ({note})")
+                out[prog.row] = (Result("ok", first, 1, note), res)
+            return out
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    return measure
+
+
+_F1_TIMEOUT = [F1_TIMEOUT_S]  # changed by --child-timeout
+
+
+def _f1_probe(pid: str, title: str, programs: list[FirstCall], sizes, quick_sizes) -> Probe:
+    return Probe(pid, title, sizes=sizes, quick_sizes=quick_sizes,
+                 rows=tuple(p.row for p in programs),
+                 peers={p: first_call_peer(p, programs, _F1_TIMEOUT) for p in F1_PEERS},
+                 unit="s", rtol=1e-7, atol=1e-9)
+
+
+def f1c_probe(hs) -> Probe:
+    """F1C for the hidden sizes ``hs`` (the command line's ``--f1c-h``)."""
+    F1C_RUN_H[:] = hs
+    FIRST_CALL_PROGRAMS["F1C"] = f1c_programs(hs)
+    return _f1_probe("F1C", "LSTM forward and grad first call against H, new process, empty "
+                     "caches", FIRST_CALL_PROGRAMS["F1C"], {"D": 8, "T": 200}, {"D": 8, "T": 50})
+
+
+# {probe id: its programs}; F1C's is set when its probe is made (its H come from the command line).
+FIRST_CALL_PROGRAMS: dict[str, list[FirstCall]] = {"F1": F1_PROGRAMS}
+F1C_RUN_H: list[int] = []  # the hidden sizes of F1C's programs
+F1_PROBE = _f1_probe("F1", "first call of larger programs, new process, empty caches, against "
+                     "jax.jit", F1_PROGRAMS, {"D": 8, "T": 200, "steps": 200},
+                     {"D": 8, "T": 50, "steps": 50})
+# Probes run only when named exactly in --only (neither by a letter nor by default): slow.
+OPT_IN = {"F1C"}
+
+
+def f1_rows(p: Probe, all_results, quick: bool):
+    """``format_rows``-style rows of F1 or F1C, each labelled with its program's own sizes
+    (those its name does not give already)."""
+    sizes = p.quick_sizes if quick else p.sizes
+    rows = []
+    for prog in FIRST_CALL_PROGRAMS[p.id]:
+        res = all_results.get(p.key(prog.row))
+        if res is None:
+            continue
+        own = {k: v for k, v in prog.sizes(sizes).items() if f"{k}={v}" not in prog.row}
+        rows.append((f"{p.key(prog.row)} ({size_label(own)})" if own else p.key(prog.row),
+                     res, ()))
+    return rows
+
+
+def f1_table(rows, peers, goal: float = 1.5) -> str:
+    """F1's table: seconds per peer, numbascan/jax, whether it meets the goal; a timeout, an
+    error, a mismatch or a skip with a reason points to a note under the table."""
+    notes: list[str] = []
+
+    def mark(note: str) -> str:
+        if note not in notes:
+            notes.append(note)
+        return f"[{notes.index(note) + 1}]"
+
+    def cell(r: Result | None) -> str:
+        if r is None:
+            return ""
+        if r.status == "ok":
+            return f"{r.median_s:.3g}"
+        if r.status == "skip":
+            return "n/a " + mark(r.note) if r.note else "n/a"
+        if r.note.startswith("timeout"):
+            return f"> {_F1_TIMEOUT[0]:g} (timeout)"
+        return ("MISMATCH " if r.status == "mismatch" else "ERROR ") + mark(r.note)
+
+    cols = [q for q in peers if q in F1_PEERS]
+    head = ["program", *[f"{q} s" for q in cols]]
+    ratio = "numbascan" in cols and "jax" in cols
+    if ratio:
+        head += ["numbascan/jax", f"goal <= {goal:g}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, res, _ in rows:
+        row = [label, *[cell(res.get(q)) for q in cols]]
+        if ratio:
+            n, j = res.get("numbascan"), res.get("jax")
+            if n is not None and j is not None and j.status == "ok":
+                if n.status == "ok":
+                    x = n.median_s / j.median_s
+                    row += [f"{x:.2f}", "yes" if x <= goal else "no"]
+                elif n.status == "error" and n.note.startswith("timeout"):
+                    row += [f"> {_F1_TIMEOUT[0] / j.median_s:.0f}", "no"]
+                else:
+                    row += ["n/a" if n.status == "skip" else "", ""]
+            else:
+                row += ["n/a", ""]
+        lines.append("| " + " | ".join(row) + " |")
+    if notes:
+        lines.append("")
+        lines.extend(f"[{i}] {n}" for i, n in enumerate(notes, 1))
+    return "\n".join(lines)
+
+
+def f1c_series(p: Probe, hs, all_results) -> dict[tuple[str, str], list[tuple[int, Result]]]:
+    """{(peer, "fwd" or "grad"): [(H, Result)]} of the sweep."""
+    series: dict[tuple[str, str], list[tuple[int, Result]]] = {}
+    for H in hs:
+        for kind in ("fwd", "grad"):
+            for peer, r in all_results.get(p.key(f"{kind} H={H}"), {}).items():
+                series.setdefault((peer, kind), []).append((H, r))
+    return series
+
+
+def f1c_table(p: Probe, hs, all_results, peers) -> str:
+    """One row per H: each peer's forward and gradient first call, and numbascan/jax."""
+    cols = [q for q in ("numbascan", "jax") if q in peers]
+
+    def cell(r):
+        if r is None:
+            return ""
+        if r.status == "ok":
+            return f"{r.median_s:.3g}"
+        if r.note.startswith("timeout"):
+            return f"> {_F1_TIMEOUT[0]:g} (timeout)"
+        return {"skip": "n/a", "mismatch": "MISMATCH"}.get(r.status, "ERROR")
+
+    head = ["H"]
+    for kind in ("fwd", "grad"):
+        head += [f"{q} {kind} s" for q in cols]
+        if len(cols) == 2:
+            head.append(f"{kind} numbascan/jax")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    notes = []
+    for H in hs:
+        row = [str(H)]
+        for kind in ("fwd", "grad"):
+            res = all_results.get(p.key(f"{kind} H={H}"), {})
+            row += [cell(res.get(q)) for q in cols]
+            for q in cols:
+                r = res.get(q)
+                if r is not None and r.status in ("error", "mismatch") \
+                        and not r.note.startswith("timeout"):
+                    notes.append(f"H={H} {kind} {q}: {r.note}")
+            if len(cols) == 2:
+                n, j = res.get("numbascan"), res.get("jax")
+                if n is None or j is None or j.status != "ok":
+                    row.append("")
+                elif n.status == "ok":
+                    row.append(f"{n.median_s / j.median_s:.2f}")
+                elif n.status == "error" and n.note.startswith("timeout"):
+                    row.append(f"> {_F1_TIMEOUT[0] / j.median_s:.0f}")
+                else:
+                    row.append("")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def f1c_panel(path: str, series, peers, timeout_s: float, sizes: str = "D=8, T=200") -> str:
+    """Add F1C's log-log panel (first call seconds against H) under the chart at ``path`` (or
+    draw it alone when there is none). Returns a line for the log."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.image as mpimg
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+    except ImportError:
+        return "matplotlib is not installed, so no F1C panel was drawn (pip install matplotlib)"
+    dpi = 110
+    above = mpimg.imread(path) if os.path.exists(path) else None
+    panel_w, panel_h = 12.0, 4.6  # inches, the legend's 3 on the right included
+    width = max(panel_w, above.shape[1] / dpi if above is not None else 0.0)
+    height = panel_h + (above.shape[0] / dpi if above is not None else 0.0)
+    fig = plt.figure(figsize=(width, height), dpi=dpi)
+    if above is not None:
+        fig.figimage(above, xo=0, yo=int(round(panel_h * dpi)), origin="upper")
+    bottom = 0.5 / height
+    ax = fig.add_axes((0.8 / width, bottom, (panel_w - 4.0) / width, (panel_h - 1.2) / height))
+    colors = {"numbascan": "#1f5fa8", "jax": "#d62728", "python": "#737373"}
+    for (peer, kind), points in sorted(series.items()):
+        if peer not in peers or peer not in colors:
+            continue
+        ok = [(H, r.median_s) for H, r in points if r.status == "ok"]
+        late = [H for H, r in points if r.status == "error" and r.note.startswith("timeout")]
+        style, marker = ("-", "o") if kind == "fwd" else ("--", "s")
+        if ok:
+            ax.plot(*zip(*ok), style, marker=marker, color=colors[peer], label=f"{peer} {kind}")
+        if late:
+            ax.plot(late, [timeout_s] * len(late), linestyle="none", marker="^",
+                    markersize=9, color=colors[peer],
+                    markerfacecolor=colors[peer] if kind == "fwd" else "none",
+                    label=f"{peer} {kind}: timeout (> {timeout_s:g} s)")
+    hs = sorted({H for points in series.values() for H, _ in points})
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    if hs:
+        ax.set_xticks(hs)
+        ax.set_xticklabels([str(H) for H in hs])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+    ax.set_xlabel(f"H (LSTM hidden size; {sizes})")
+    ax.set_ylabel("s, new process to first result (log)")
+    ax.set_title("F1C: first call (import, trace, compile, call) against H, empty caches; "
+                 "solid: forward, dashed: grad", fontsize=9)
+    ax.grid(which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return f"F1C panel added to {path}"
+
+
+# ============================================================================================
 # M1, M2: peak memory of one call, for a large elementwise state
 #   x(t) = a * x(t-1) * (1 - x(t-1)) + s_t   (W4's step; s_t a scalar per step, a a vector)
 #   M1: every state kept (ns.scan) against the last state only (ns.foldl)
@@ -1406,6 +2094,7 @@ PROBES = [
     Probe("C1", "new process to first W1 result, import and compile included",
           sizes={"T": 10000, "H": 32}, quick_sizes={"T": 500, "H": 8},
           rows=("cold", "warm"), peers=START_PEERS, unit="s"),
+    F1_PROBE,
     Probe("M1", "peak memory, forward: every state against the last state only",
           sizes={"T": 2500, "N": 16000}, quick_sizes={"T": 400, "N": 10000},
           rows=tuple(MEMORY_FORWARD),
@@ -1424,6 +2113,10 @@ SECTIONS = [
      ("W1", "W2", "W3", "W4", "G1", "G2")),
     ("C1: seconds from a new process's first line to its first W1 result (import, compile and "
      "the call; cold: empty caches, warm: caches from the cold run)", "s", ("C1",)),
+    ("F1: seconds from a new process's first line to the first result of a larger program "
+     "(import, trace, compile, call; empty caches); goal: numbascan/jax <= 1.5", "s", ("F1",)),
+    ("F1C: seconds from a new process's first line to the LSTM's first forward and gradient "
+     "result against H (D=8; empty caches)", "s", ("F1C",)),
     ("O1: cached call overhead (µs per call), T=10, H=4", "µs", ("O1",)),
     ("J1: an ns.jit function whose until-scan (a random walk stopping when it leaves a band, at "
      "most T steps) runs a different number of steps at every call (µs per call)", "µs",
@@ -1478,19 +2171,25 @@ def forward_ratios(workloads, all_results, quick: bool, peers, log=print) -> str
     return "\n".join(head + rows)
 
 
-def select(only: str | None) -> list[Workload | Probe]:
-    """Workloads and probes named in ``only`` (ids, or a letter for every id starting with it)."""
+def select(only: str | None, f1c_h=F1C_H) -> list[Workload | Probe]:
+    """Workloads and probes named in ``only`` (ids, or a letter for every id starting with it).
+    An id of ``OPT_IN`` (F1C, made for the hidden sizes ``f1c_h``) runs only when named."""
     items = [*WORKLOADS, *PROBES]
     if not only:
         return items
     wanted = [t.strip().upper() for t in only.split(",") if t.strip()]
+    if "F1C" in wanted:
+        items.append(f1c_probe(f1c_h))
 
     def named(item, token):
+        if item.id in OPT_IN:
+            return item.id == token
         return item.id == token or (len(token) == 1 and item.id.startswith(token))
 
     unknown = [t for t in wanted if not any(named(x, t) for x in items)]
     if unknown:
-        raise ValueError(f"unknown workload(s) {unknown}; known: {[x.id for x in items]}")
+        known = [x.id for x in items] + sorted(OPT_IN - {x.id for x in items})
+        raise ValueError(f"unknown workload(s) {unknown}; known: {known}")
     return [x for x in items if any(named(x, t) for t in wanted)]
 
 
@@ -1501,32 +2200,57 @@ def report_sections(items, all_results, quick: bool, peers):
     for title, unit, ids in SECTIONS:
         rows = []
         for item in (x for x in items if x.id in ids):
-            if isinstance(item, Probe):
+            if item.id in FIRST_CALL_PROGRAMS:
+                rows += f1_rows(item, all_results, quick)
+            elif isinstance(item, Probe):
                 rows += probe_rows(item, all_results, quick)
             else:
                 rows += workload_rows([item], all_results, quick)
-        if rows:
+        if not rows:
+            continue
+        if ids == ("F1",):
+            table = f1_table(rows, peers)
+        elif ids == ("F1C",):
+            probe = next(x for x in items if x.id == "F1C")
+            table = f1c_table(probe, F1C_RUN_H, all_results, peers)
+        else:
             extra = ("expected MB",) if unit == "MB" else ()
-            sections.append((title, unit, rows, format_rows(rows, peers, ratios, unit, extra)))
+            table = format_rows(rows, peers, ratios, unit, extra)
+        sections.append((title, unit, rows, table))
     return sections
+
+
+def _section_ids(sections):
+    """The ids of each of ``report_sections``' sections (by title)."""
+    ids = {title: section_ids for title, _, section_ids in SECTIONS}
+    return [ids[title] for title, *_ in sections]
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", help="comma-separated ids, e.g. W1,W3 (a letter selects every id "
-                    "starting with it: W, G, C, O, J, M)")
+                    "starting with it: W, G, C, O, J, M, F); F1C, the slow sweep of F1's LSTM "
+                    "over H, runs only when named")
     ap.add_argument("--peers", help=f"comma-separated peers (default: all of {','.join(PEERS)})")
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     ap.add_argument("--png", metavar="PATH", default=os.path.join(HERE, "results.png"),
                     help="bar chart of the results (default: benchmarks/results.png; "
                     "an empty PATH writes none)")
+    ap.add_argument("--f1c-h", metavar="H,...", help="F1C's hidden sizes (default: "
+                    f"{','.join(map(str, F1C_H))}; with --quick {','.join(map(str, F1C_QUICK_H))})")
+    ap.add_argument("--child-timeout", metavar="S", type=float, default=F1_TIMEOUT_S,
+                    help=f"seconds an F1 / F1C child may run before it is killed and reported "
+                    f"as a timeout (default {F1_TIMEOUT_S:g})")
     args = ap.parse_args(argv)
 
     try:
-        items = select(args.only)
+        f1c_h = (tuple(int(h) for h in args.f1c_h.split(",") if h.strip()) if args.f1c_h
+                 else F1C_QUICK_H if args.quick else F1C_H)
+        items = select(args.only, f1c_h)
     except ValueError as e:
         ap.error(str(e))
+    _F1_TIMEOUT[0] = args.child_timeout
     peers = PEERS
     if args.peers:
         wanted = {s.strip() for s in args.peers.split(",") if s.strip()}
@@ -1583,9 +2307,19 @@ def main(argv=None) -> int:
     if args.json:
         write_json(args.json, info, all_results, args.quick)
     if args.png:
-        note = write_chart(args.png, [(t, u, rows) for t, u, rows, _ in sections], peers,
-                           highlight="jax", ratio_of=("numbascan", "jax"))
-        print(f"\n{note}")
+        f1c = next((x for x in items if x.id == "F1C"), None)
+        bars = [(t, u, rows) for (t, u, rows, _), ids in zip(sections, _section_ids(sections))
+                if ids != ("F1C",)]
+        if os.path.exists(args.png) and f1c is not None:
+            os.remove(args.png)  # a chart of an earlier run must not end up above the panel
+        note = write_chart(args.png, bars, peers, highlight="jax",
+                           ratio_of=("numbascan", "jax"))
+        if bars:
+            print(f"\n{note}")
+        if f1c is not None:
+            print(f1c_panel(args.png, f1c_series(f1c, F1C_RUN_H, all_results), peers,
+                            _F1_TIMEOUT[0],
+                            size_label(f1c.quick_sizes if args.quick else f1c.sizes)))
     return 0
 
 

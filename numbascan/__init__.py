@@ -21,7 +21,9 @@ from .shared import Shared, Updates, shared                      # noqa: E402
 from .trace.tracer import TracingError                           # noqa: E402
 from .api.vmap import vmap                                       # noqa: E402
 from .runtime.cuda import CudaUnavailable                        # noqa: E402
+from .runtime.cache import cache_info                            # noqa: E402
 
 __all__ = ["scan", "map", "reduce", "foldl", "foldr", "until", "shared", "Shared", "Updates",
            "RandomStreams", "jit", "show", "TracingError", "grad", "value_and_grad", "jvp", "vjp",
-           "jacobian", "jacfwd", "jacrev", "hessian", "DerivativeError", "vmap", "CudaUnavailable"]
+           "jacobian", "jacfwd", "jacrev", "hessian", "DerivativeError", "vmap", "CudaUnavailable",
+           "cache_info"]

@@ -3,7 +3,9 @@ loop nests, compiled against the python reference mode on fresh random inputs:
 
 - steps over tiny values run as straight-line scalar code (`Renderer.unrolled`), their states
   carried in locals from step to step (`carried_window`);
-- a large elementwise state kept last is updated in place (`in_place_outputs`).
+- a large elementwise state kept last is updated in place (`in_place_outputs`);
+- unrolled code is sized by a budget of work (`UNROLL_BUDGET`): a step beyond it is loop nests;
+- reshapes that add or drop axes of length 1 are views by basic indexing, or copies.
 
 Steps mix what each path handles with what it does not, so that values cross between element
 locals and buffers; the generated source is checked to take the path where it should.
@@ -13,6 +15,9 @@ import pytest
 
 import numbascan as ns
 from conftest import assert_close, run_both
+from numbascan.codegen.loopnest import UNROLL_BUDGET, unrolled_work
+from numbascan.loop.args import normalize
+from numbascan.loop.step import trace_step
 
 
 def source(step, **kwargs):
@@ -210,3 +215,127 @@ def test_not_in_place_when_unsafe(rng, case):
     kw = dict(sequences=S, outputs_info=[x0, None])
     run_both(step, scan=ns.foldl, **kw)
     assert "buf0[0]" not in loop_source(step, **kw).split("for t in")[1]
+
+
+# ------------------------------------------------------------------------------------------------
+# the budget on unrolled code
+
+
+def lstm_step(H):
+    def step(x_t, h, c, Wx, Wh, b):
+        z = x_t @ Wx + h @ Wh + b
+        i, f = 1 / (1 + np.exp(-z[:H])), 1 / (1 + np.exp(-z[H:2 * H]))
+        o, g = 1 / (1 + np.exp(-z[2 * H:3 * H])), np.tanh(z[3 * H:])
+        c = f * c + i * g
+        return o * np.tanh(c), c
+    return step
+
+
+def lstm_kwargs(rng, H, D=8, T=5):
+    return dict(sequences=rng.standard_normal((T, D)), outputs_info=[np.zeros(H), np.zeros(H)],
+                non_sequences=[rng.standard_normal((D, 4 * H)) * 0.3,
+                               rng.standard_normal((H, 4 * H)) * 0.3, np.zeros(4 * H)])
+
+
+def taps_kwargs(rng):
+    return dict(outputs_info=[dict(initial=rng.standard_normal((2, 2)), taps=[-2, -1])],
+                non_sequences=[0.15 * rng.random((2, 2)), 0.15 * rng.random((2, 2)),
+                               rng.standard_normal((2, 2)), np.zeros(2)], n_steps=50)
+
+
+def taps_step(x_tm2, x_tm1, U, V, W, b):
+    return x_tm2 @ U + x_tm1 @ V + np.tanh(x_tm1 @ W + b)
+
+
+def step_work(step, kw):
+    sa = normalize(step, kw.get("sequences"), kw.get("outputs_info"), kw.get("non_sequences"),
+                   kw.get("n_steps"), -1, False, None, False, False, None)
+    return unrolled_work(trace_step(sa).ir)
+
+
+def generated(text):
+    return text.split("# generated source")[1]
+
+
+@pytest.mark.parametrize("H", [1, 2, 4, 8, 16, 32])
+def test_budget_bounds_generated_code(rng, H):
+    """Every LSTM size renders in about 60 lines; with every value of <= 16 elements unrolled,
+    H=16 rendered 300 lines (and took 47 s to compile)."""
+    step, kw = lstm_step(H), lstm_kwargs(rng, H)
+    code = generated(source(step, **kw))
+    assert len(code.splitlines()) < 90
+    if step_work(step, kw) > UNROLL_BUDGET:
+        loop = code.split("for t in")[1]
+        assert "_short(" not in loop and "carry" not in code and " for " in loop
+
+
+def test_budget_medium_steps_are_loops(rng):
+    """The LSTM step at H=16 and a step over a 4x4 matrix state are beyond the budget: loop
+    nests, no element locals; the results agree with the reference."""
+    step, kw = lstm_step(16), lstm_kwargs(rng, 16)
+    assert step_work(step, kw) > UNROLL_BUDGET
+    run_both(step, **kw)
+    A = rng.standard_normal((4, 4)) * 0.3
+
+    def matrix_step(X, A):
+        Y = np.tanh(X @ A) * 0.5 + X * 0.25
+        return np.exp(-Y * Y) - Y.mean()
+    mkw = dict(outputs_info=rng.standard_normal((4, 4)), non_sequences=A, n_steps=6)
+    assert step_work(matrix_step, mkw) > UNROLL_BUDGET
+    loop = generated(source(matrix_step, **mkw)).split("for t in")[1]
+    assert "_short(" not in loop and "v3_0" not in loop
+    run_both(matrix_step, **mkw)
+
+
+def test_tiny_steps_stay_unrolled(rng):
+    """The seed's 2-element taps recurrence is within the budget: its step is straight-line
+    code on locals carried across steps, with no loop but the time loop."""
+    kw = taps_kwargs(rng)
+    assert step_work(taps_step, kw) <= UNROLL_BUDGET
+    code = generated(source(taps_step, **kw))
+    loop = code.split("for t in")[1]
+    assert " for " not in loop and "carry0_1_0" in loop and "tanh_short" in loop
+
+
+def test_budget_counts_nested_steps(rng):
+    """A step's work includes the steps of the scans nested in it."""
+    kw = lstm_kwargs(rng, 2)
+
+    def outer(x, h, c, Wx, Wh, b):
+        (hs, cs), _ = ns.scan(lstm_step(2), sequences=x[None], outputs_info=[h, c],
+                              non_sequences=[Wx, Wh, b])
+        return hs[-1], cs[-1]
+    assert step_work(outer, kw) >= step_work(lstm_step(2), kw) > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# reshapes that add or drop axes of length 1
+
+
+@pytest.mark.parametrize("shapes", [((8,), (1, 8)), ((8,), (8, 1)), ((1, 8), (8,)),
+                                    ((8, 1), (8,)), ((8, 1), (1, 8)), ((5, 8), (5, 1, 8)),
+                                    ((5, 8), (5, 8, 1)), ((1, 1), (1,)), ((2, 3), (3, 2)),
+                                    ((5, 8), (40,))])
+def test_reshapes(rng, shapes):
+    """In a program (views or copies) and in a step of loop nests (copies): the values NumPy
+    gives, also when the result is written on (a copy must not alias its source)."""
+    src, dst = shapes
+    x = rng.standard_normal(src)
+
+    @ns.jit
+    def program(x):
+        y = x.reshape(dst)
+        return y * 2.0, x + 1.0, y
+    got = program(x)
+    for g, e in zip(got, (x.reshape(dst) * 2.0, x + 1.0, x.reshape(dst))):
+        assert_close(g, e)
+    big = rng.standard_normal((6,) + src) * 0.1
+
+    def step(s, h, g):
+        for _ in range(4):
+            g = np.tanh(g * 0.9)           # small, but beyond the budget: loop nests
+        return np.tanh(s.reshape(dst) + h), h * 0.5, g
+    h0 = np.zeros(dst) + np.zeros((20,) + (1,) * len(dst))
+    kw = dict(sequences=big, outputs_info=[h0, None, rng.standard_normal(16)])
+    assert step_work(step, kw) > UNROLL_BUDGET
+    run_both(step, **kw)

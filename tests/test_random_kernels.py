@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
+import numbascan as ns
 from numbascan import random as nr
+from numbascan.codegen import draws, loopnest
 
 U = np.uint64
 
@@ -285,6 +287,17 @@ for kind, params, nb in (("uniform", (-3.5, 7.25), nr.uniform_nb),
     ref = nr.draw_numpy(key, 0, kind, (16,), params)
     got = np.array([nb(key, np.uint64(i), *params) for i in range(16)])
     assert (got.view(np.int64) == ref.view(np.int64)).all(), kind
+# the bulk kernels set their flags: a fastmath caller that compiles them first changes nothing
+import numba
+@numba.njit(fastmath=True)
+def caller(key, out):
+    nr.fill_normal_nb(key, np.uint64(0), 2.0, 0.3, out[0])
+    nr.fill_uniform_nb(key, np.uint64(0), -3.5, 7.25, out[1])
+out = np.empty((2, 300))
+caller(key, out)
+for row, (kind, params) in enumerate((("normal", (2.0, 0.3)), ("uniform", (-3.5, 7.25)))):
+    ref = nr.draw_numpy(key, 0, kind, (300,), params)
+    assert (out[row].view(np.int64) == ref.view(np.int64)).all(), kind
 print("exact")
 '''
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"),
@@ -292,3 +305,206 @@ print("exact")
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0 and "exact" in out.stdout, out.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------
+# Bulk kernels (large draws outside a scan, arrays drawn in compiled steps)
+# ---------------------------------------------------------------------------
+
+def _bulk_args(kind, params):
+    return (params[0], float(params[1]))
+
+
+BULK = [("uniform", (-3.5, 7.25)), ("normal", (2.0, 0.3)), ("binomial", (7, 0.3)),
+        ("binomial", (1, 0.5)), ("binomial", (3, 1.0)), ("binomial", (3, 0.0))]
+
+
+@pytest.mark.parametrize("kind, params", BULK)
+def test_fill_kernels_equal_numpy(kind, params):
+    # sizes not a multiple of the kernels' blocks, bases about to wrap around 2**64
+    n = 3001 if kind == "binomial" else 10_007
+    width = nr._width(kind, params)
+    for key, base in [(0x1234_5678_9ABC_DEF0, 0), (7, 2**64 - 5 * n * width), (2**63 + 1, 12345)]:
+        ref = nr.draw_numpy(key, base, kind, n, params)
+        out = np.empty(n, dtype=ref.dtype)
+        nr.FILL_KERNELS[kind](U(key), U(base), *_bulk_args(kind, params), out)
+        assert (_bits(out) == _bits(ref)).all(), (kind, params, key, base)
+
+
+@pytest.mark.parametrize("kind, params", BULK[:3])
+def test_parallel_rows_and_drawn_ahead_equal_numpy(kind, params):
+    width = nr._width(kind, params)
+    rows, cols, key = 7, 2500, 99
+    first, stride = 2**64 - 3 * cols * width, cols * width + 17   # rows of a step, gaps between
+    ref = np.stack([nr.draw_numpy(key, (first + r * stride) % 2**64, kind, cols, params)
+                    for r in range(rows)])
+    out = np.empty((rows, cols), dtype=ref.dtype)
+    nr._ROWS_PARALLEL[kind](U(key), U(first), U(stride), *_bulk_args(kind, params), out, rows)
+    assert (_bits(out) == _bits(ref)).all()
+    # drawn ahead K steps at a time, steps visited in any order
+    for K in (1, 3, 7, 10):
+        buf, held = np.empty((min(K, rows), cols), dtype=ref.dtype), np.array([-1])
+        for t in list(range(rows)) + [2, 0, 6, 5]:
+            row = nr.AHEAD_KERNELS[kind](t, rows, U(key), U(first), U(stride),
+                                         *_bulk_args(kind, params), buf, held)
+            assert (_bits(row) == _bits(ref[t])).all(), (kind, K, t)
+
+
+@pytest.mark.parametrize("kind, params", BULK[:3])
+def test_large_draws_outside_a_scan_equal_numpy(kind, params, monkeypatch):
+    n = 40_000 if kind == "binomial" else 300_000      # the parallel kernel (PARALLEL_MIN)
+    width = nr._width(kind, params)
+    assert n * width >= nr.PARALLEL_MIN
+    for size in [(n,), (n // 4, 4), (nr.BULK_MIN // width + 3,)]:
+        s = nr.RandomStreams(21)
+        s.uniform(5)                                   # a base that is not 0
+        call = {"uniform": s.uniform, "normal": s.normal, "binomial": s.binomial}[kind]
+        names = {"uniform": ("low", "high"), "normal": ("avg", "std"), "binomial": ("n", "p")}
+        got = call(size, **dict(zip(names[kind], params)))
+        ref = nr.draw_numpy(s.key, 5, kind, size, params)
+        assert got.shape == ref.shape and got.dtype == ref.dtype
+        assert (_bits(got) == _bits(ref)).all(), size
+        assert s.counter == 5 + nr.counters_used(kind, size, params)
+    # without numba started in the process, draws below COLD_BULK_MIN stay in NumPy
+    calls = []
+    monkeypatch.setattr(nr, "_numba_started", lambda: False)
+    monkeypatch.setattr(nr, "draw_numpy", lambda *a: calls.append(a) or np.zeros(a[3]))
+    nr.draw(1, 0, kind, nr.BULK_MIN // width + 1, params)
+    assert len(calls) == 1
+    monkeypatch.setattr(nr, "_numba_started", lambda: True)
+    nr.draw(1, 0, kind, nr.BULK_MIN // width + 1, params)
+    assert len(calls) == 1
+
+
+def test_draw_small_and_empty_sizes():
+    for kind, params in BULK:
+        for size in [(), (0,), (3, 0), (5,)]:
+            got = nr.draw(3, 10, kind, size, params)
+            ref = nr.draw_numpy(3, 10, kind, size, params)
+            assert got.shape == ref.shape and (_bits(got) == _bits(ref)).all()
+    big_zero_trials = nr.draw(3, 0, "binomial", nr.COLD_BULK_MIN + 1, (0, 0.5))
+    assert (big_zero_trials == 0).all()
+
+
+def _scan_draws(mode, srng, T=5, **kw):
+    """Draws in a compiled step by the bulk kernels: arrays of FILL_MIN and more (1-d and
+    n-d, several per step so they sit at offsets of the step's counters) and large ones drawn
+    ahead; scalars and tiny arrays by the scalar functions."""
+    def step(h):
+        a = srng.uniform(size=(1500,), low=-1.0, high=2.0)          # drawn ahead
+        b = srng.normal(size=(3,), avg=1.0, std=0.5)                  # scalar function
+        c = srng.binomial(size=(40, 30), n=3, p=0.3)                  # ahead, 2-d
+        d = srng.normal(size=(4, 5))                                  # bulk kernel, 2-d
+        e = srng.normal(size=(64,), avg=-2.0, std=3.0)                # bulk kernel, 1-d
+        f = srng.uniform()
+        return (h + a[:8] + b[0] + b[2] + c[:8, 0] + d[0, 3] + e[:8] + f,
+                a, c, d, e)
+    outs, _ = ns.scan(step, outputs_info=[np.zeros(8), None, None, None, None], n_steps=T,
+                      mode=mode, **kw)
+    return outs
+
+
+def _same_bits(a, b):
+    for x, y in zip(a, b):
+        assert x.shape == y.shape and x.dtype == y.dtype
+        assert (np.asarray(x).view(np.int64) == np.asarray(y).view(np.int64)).all()
+
+
+def test_compiled_bulk_draws_equal_python_mode():
+    out = {}
+    for mode in ("cpu", "python"):
+        s = ns.RandomStreams(77)
+        out[mode] = _scan_draws(mode, s, T=23) + [s.counter]
+    assert out["cpu"][-1] == out["python"][-1]
+    _same_bits(out["cpu"][:-1], out["python"][:-1])
+    # the paths those sizes take
+    assert 1500 >= draws.AHEAD_MIN > 64 >= loopnest.RANDOM_FILL_MIN > 3
+
+
+def test_compiled_bulk_draws_last_state_backwards_and_until():
+    x = np.arange(12.0)
+    for fold in (ns.foldl, ns.foldr):
+        res = {}
+        for mode in ("cpu", "python"):
+            s = ns.RandomStreams(5)
+            h, _ = fold(lambda x_t, h: h * 0.5 + x_t + s.normal(size=(2000,)), sequences=x,
+                        outputs_info=np.zeros(2000), mode=mode)
+            res[mode] = (h, s.counter)
+        _same_bits([res["cpu"][0]], [res["python"][0]])
+        assert res["cpu"][1] == res["python"][1] == 12 * 2000
+    res = {}
+    for mode in ("cpu", "python"):
+        s = ns.RandomStreams(6)
+        hs, _ = ns.scan(lambda h: (h + s.uniform(size=(3000,)), ns.until(h[0] > 2.0)),
+                        outputs_info=np.zeros(3000), n_steps=50, mode=mode)
+        res[mode] = (hs, s.counter)
+    _same_bits([res["cpu"][0]], [res["python"][0]])
+    assert res["cpu"][1] == res["python"][1]
+
+
+def test_compiled_bulk_draws_nested_and_in_jit(monkeypatch):
+    def run():
+        s = ns.RandomStreams(9)
+
+        @ns.jit
+        def prog(x):
+            noise = s.normal(size=(1200,))                             # in the program's body
+            def outer(row, h):
+                inner, _ = ns.scan(lambda v, g: g + v * s.uniform(size=(50,)),
+                                   sequences=row, outputs_info=h[:50])
+                return h + s.normal(size=(1200,)) + inner[-1][0]         # drawn ahead
+            hs, _ = ns.scan(outer, sequences=x, outputs_info=noise)
+            return hs
+        return prog(np.linspace(0.0, 1.0, 12).reshape(4, 3)), s.counter
+
+    a, ca = run()
+    monkeypatch.setenv("NUMBASCAN_MODE", "python")
+    b, cb = run()
+    _same_bits([a], [b])
+    assert ca == cb == 1200 + 4 * (3 * 50 + 1200)
+
+
+def test_generated_source_uses_the_bulk_kernels(capsys):
+    s = ns.RandomStreams(1)
+    ns.show(lambda h: h + s.normal(size=(2000,)) + s.uniform(size=(2000,)).sum()
+            + s.binomial(size=(16,), n=2).sum(), outputs_info=np.zeros(2000), n_steps=3)
+    text = capsys.readouterr().out
+    assert "normal_ahead_nb(" in text and "uniform_ahead_nb(" in text
+    assert "fill_binomial_nb(" in text
+    assert "numba.get_num_threads()" in text           # a module calling parallel kernels
+
+
+def test_cached_loop_with_drawn_ahead_draws_in_a_new_process(tmp_path):
+    """A loop that draws ahead calls parallel kernels through a callee. When numba compiles the
+    loop while that callee comes from its disk cache, the cached loop does not record that it
+    needs the threading layer, and a process that loads it has none (a segfault) unless the
+    generated module starts it. Three new processes on one cache: the first caches the callee,
+    the second compiles the loop, the third loads the loop."""
+    import os
+    import subprocess
+    import sys
+    script = '''
+import sys
+import numpy as np, numbascan as ns, numbascan.random as nr
+if sys.argv[1] == "callee":
+    nr.normal_ahead_nb(0, 1, np.uint64(1), np.uint64(0), np.uint64(8), 0.0, 1.0,
+                       np.empty((1, 8)), np.full(1, -1))
+    print("ok")
+    sys.exit()
+s = ns.RandomStreams(4)
+h, _ = ns.foldl(lambda t, h: h * np.exp(0.01 * s.normal(size=(20000,))),
+                sequences=np.arange(30), outputs_info=np.ones(20000))
+z = nr.draw_numpy(s.key, 0, "normal", (30, 20000), (0.0, 1.0))
+ref = np.ones(20000)
+for t in range(30):
+    ref = ref * np.exp(0.01 * z[t])
+assert np.allclose(h, ref, rtol=1e-12, atol=0)
+print("ok")
+'''
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+               NUMBASCAN_CACHE_DIR=str(tmp_path / "numbascan"))
+    for run in ("callee", "loop", "loop"):
+        out = subprocess.run([sys.executable, "-c", script, run], env=env, capture_output=True,
+                             text=True, timeout=600)
+        assert out.returncode == 0 and "ok" in out.stdout, (run, out.returncode,
+                                                             out.stderr[-2000:])

@@ -330,3 +330,224 @@ def test_a_derivative_closure_sees_the_scalars_of_the_users_function(rng):
     c = 3.0
     b, _ = ns.map(step, X)
     np.testing.assert_allclose(b, 1.5 * a, rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# the key is the traced program's inputs, however they arrive (counted with ns.cache_info)
+
+
+def _traces_during(call, *args):
+    """(result, traces made by `call(*args)`, of them uncached) by `ns.cache_info`."""
+    before = ns.cache_info()
+    out = call(*args)
+    after = ns.cache_info()
+    return out, after.traces - before.traces, after.uncached - before.uncached
+
+
+def _rnn_states(W, h0, X):
+    h, hs = h0, []
+    for x in X:
+        h = np.tanh(h @ W + x)
+        hs.append(h)
+    return np.array(hs)
+
+
+def readme_loss(W, h0, X):                       # README.md, "Derivatives"
+    hs, _ = ns.scan(lambda x, h, W: np.tanh(h @ W + x), sequences=X, outputs_info=h0,
+                    non_sequences=W)
+    return (hs ** 2).sum()
+
+
+def _readme_dW(W, h0, X):
+    """d/dW of sum(hs ** 2) by backpropagation in NumPy."""
+    hs = _rnn_states(W, h0, X)
+    prev = np.vstack([h0[None], hs[:-1]])
+    dW, carry = np.zeros_like(W), np.zeros_like(h0)
+    for t in reversed(range(len(X))):
+        da = (2 * hs[t] + carry) * (1 - hs[t] ** 2)
+        dW += np.outer(prev[t], da)
+        carry = da @ W.T
+    return dW
+
+
+def test_cache_info_counts_traces_and_uncached_traces():
+    m = Model()
+    step = lambda x, h: np.tanh(h @ m.W + x)            # noqa: E731  (an attribute: uncached)
+    _, traces, uncached = _traces_during(ns.scan, step, X, np.zeros(3))
+    assert (traces, uncached) == (1, 1)
+    _, traces, uncached = _traces_during(ns.scan, step, X, np.zeros(3))
+    assert (traces, uncached) == (1, 1)
+    fresh = lambda x, h: np.tanh(h * 0.375 + x)          # noqa: E731
+    _, traces, uncached = _traces_during(ns.scan, fresh, X, np.zeros(3))
+    assert (traces, uncached) == (1, 0)
+    _, traces, _ = _traces_during(ns.scan, fresh, X, np.zeros(3))
+    assert traces == 0
+    info = ns.cache_info()
+    assert info.traces >= info.uncached >= 0 and info.compiles >= 1
+
+
+def test_grad_of_the_readme_example_is_cached(rng):
+    W = 0.5 * rng.standard_normal((4, 4))
+    h0, X_ = rng.standard_normal(4), rng.standard_normal((10, 4))
+    dloss = ns.grad(readme_loss)
+    dloss(W, h0, X_)
+    for _ in range(3):                             # new values, same shapes: the kept trace
+        W, h0, X_ = 0.5 * rng.standard_normal((4, 4)), rng.standard_normal(4), \
+            rng.standard_normal((10, 4))
+        dW, traces, uncached = _traces_during(dloss, W, h0, X_)
+        assert (traces, uncached) == (0, 0)
+        np.testing.assert_allclose(dW, _readme_dW(W, h0, X_), rtol=1e-10, atol=1e-12)
+    # the README's Jacobian line too (mode="auto" looks at the output's shape first)
+    jac = ns.jacobian(lambda h0: readme_loss(W, h0, X_))
+    jac(h0)
+    _, traces, _ = _traces_during(jac, h0)
+    assert traces == 0
+
+
+def test_every_derivative_of_a_power_is_cached(rng):
+    """Python exponents (ints, floats, of the base or of the exponent) are literals of the
+    program: their derivative rules must not make arrays the cache cannot find again."""
+    W = rng.uniform(0.5, 1.5, (3, 3))
+
+    def f(W):
+        return (W ** 2 + W ** 0.5 + W ** -1 + 2.0 ** W + np.maximum(W, 1) ** 3 + W ** 0).sum()
+    for transform in (ns.grad, ns.jacfwd, ns.jacrev, ns.hessian):
+        fn = transform(f)
+        first = fn(W)
+        again, traces, uncached = _traces_during(fn, W)
+        assert (traces, uncached) == (0, 0), transform.__name__
+        np.testing.assert_array_equal(again, first)
+    expected = 2 * W + 0.5 * W ** -0.5 - W ** -2 + np.log(2.0) * 2.0 ** W + \
+        np.where(W > 1, 3 * np.maximum(W, 1) ** 2, 0.0)
+    np.testing.assert_allclose(ns.grad(f)(W), expected, rtol=1e-12)
+
+
+SEQ = rng.standard_normal((6, 3))        # global arrays passed as sequences and outputs_info
+INIT = rng.standard_normal(3)
+GAIN = 0.75                              # a global Python scalar: compiled in
+
+
+def global_loss(W):
+    hs, _ = ns.scan(lambda x, h, W: np.tanh(GAIN * (h @ W) + x), sequences=SEQ,
+                    outputs_info=INIT, non_sequences=W)
+    return (hs ** 2).sum()
+
+
+def global_states(W):
+    return ns.scan(lambda x, h, W: np.tanh(GAIN * (h @ W) + x), sequences=SEQ,
+                   outputs_info=INIT, non_sequences=W)[0]
+
+
+def test_globals_as_sequences_and_outputs_info_are_cached_and_read_at_every_call(rng):
+    global SEQ, INIT, GAIN
+    old = SEQ.copy(), INIT, GAIN
+    W = 0.5 * rng.standard_normal((3, 3))
+
+    def states_ref():
+        h, hs = INIT, []
+        for x in SEQ:
+            h = np.tanh(GAIN * (h @ W) + x)
+            hs.append(h)
+        return np.array(hs)
+
+    def dW_ref(eps=1e-6):
+        def loss(W):
+            h, total = INIT, 0.0
+            for x in SEQ:
+                h = np.tanh(GAIN * (h @ W) + x)
+                total += (h ** 2).sum()
+            return total
+        g = np.zeros_like(W)
+        for i in np.ndindex(W.shape):
+            e = np.zeros_like(W)
+            e[i] = eps
+            g[i] = (loss(W + e) - loss(W - e)) / (2 * eps)
+        return g
+
+    calls = [(ns.jit(global_states), states_ref, 1e-12), (ns.grad(global_loss), dW_ref, 1e-6),
+             (ns.jit(ns.grad(global_loss)), dW_ref, 1e-6)]
+    try:
+        for fn, _, _ in calls:
+            fn(W)
+        for change in ["none", "sequences in place", "outputs_info rebound", "scalar"]:
+            if change == "sequences in place":
+                SEQ[:] = rng.standard_normal(SEQ.shape)
+            elif change == "outputs_info rebound":
+                INIT = rng.standard_normal(3)
+            elif change == "scalar":
+                GAIN = 0.25
+            for fn, ref, tol in calls:
+                before = ns.cache_info()
+                for _ in range(2):
+                    np.testing.assert_allclose(fn(W), ref(), rtol=tol, atol=tol)
+                after = ns.cache_info()
+                # arrays are inputs read at each call: neither traced nor compiled again;
+                # the scalar is compiled in: one new trace
+                assert after.traces - before.traces == (change == "scalar"), change
+                assert after.uncached == before.uncached
+                if change != "scalar":
+                    assert after.compiles == before.compiles, change
+    finally:
+        SEQ[:] = old[0]
+        INIT, GAIN = old[1:]
+
+
+def test_jit_of_vmap_is_cached_and_sees_closure_changes(rng):
+    A = 0.5 * rng.standard_normal((3, 3))
+
+    def energy(x):
+        return (np.tanh(x @ A) ** 2).sum()
+    batched = ns.jit(ns.vmap(energy))
+    xs = rng.standard_normal((5, 3))
+    batched(xs)
+    for _ in range(2):
+        A[:] = 0.5 * rng.standard_normal((3, 3))           # in place: read at the next call
+        xs = rng.standard_normal((5, 3))
+        out, traces, uncached = _traces_during(batched, xs)
+        assert (traces, uncached) == (0, 0)
+        np.testing.assert_allclose(out, [(np.tanh(x @ A) ** 2).sum() for x in xs], rtol=1e-12)
+    per_example = ns.jit(ns.vmap(ns.grad(readme_loss), in_axes=(None, 0, 0)))
+    H0, Xs = rng.standard_normal((4, 3)), rng.standard_normal((4, 6, 3))
+    per_example(A, H0, Xs)
+    out, traces, _ = _traces_during(per_example, A, H0, Xs)
+    assert traces == 0
+    np.testing.assert_allclose(out, [_readme_dW(A, h, x) for h, x in zip(H0, Xs)],
+                               rtol=1e-10, atol=1e-12)
+
+
+TABLE = rng.standard_normal((7, 3))
+
+
+@ns.jit
+def jitted_states(X, h0):
+    hs, _ = ns.scan(lambda x, h: np.tanh(h @ TABLE[:3] * 0.5 + x), sequences=X,
+                    outputs_info=h0)
+    return hs
+
+
+@ns.jit
+def jitted_lookup(i):
+    return TABLE[i] * 2.0                                # indexed by a traced value
+
+
+def test_jit_of_vmap_of_a_jit_function(rng):
+    Xs, H0 = rng.standard_normal((4, 50, 3)), rng.standard_normal((4, 3))
+    batched = ns.jit(ns.vmap(jitted_states))
+    step = lambda x, h: np.tanh(h @ TABLE[:3] * 0.5 + x)                # noqa: E731
+    expected = np.array([_reference(X_, h0, step) for X_, h0 in zip(Xs, H0)])
+    np.testing.assert_allclose(batched(Xs, H0), expected, rtol=1e-12)
+    np.testing.assert_allclose(ns.vmap(jitted_states)(Xs, H0), expected, rtol=1e-12)
+    out, traces, _ = _traces_during(batched, Xs, H0)
+    assert traces == 0
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+    idx = np.array([0, 6, 2, 2, 5])
+    lookup = ns.jit(ns.vmap(jitted_lookup))
+    np.testing.assert_allclose(lookup(idx), TABLE[idx] * 2.0)
+    old = TABLE.copy()
+    try:
+        TABLE[:] = rng.standard_normal(TABLE.shape)      # in place: no new trace
+        out, traces, _ = _traces_during(lookup, idx)
+        assert traces == 0
+        np.testing.assert_allclose(out, TABLE[idx] * 2.0)
+    finally:
+        TABLE[:] = old

@@ -20,6 +20,8 @@ import pytest
 
 import numbascan as ns
 from conftest import assert_close
+from numbascan.codegen import parallel
+from numbascan.core.ir import IR, Var, make_eqn
 
 try:
     import jax
@@ -296,6 +298,39 @@ def test_the_map_runs_with_prange(rng):
     buf = io.StringIO()
     text = ns.show(ns.vmap(rnn, in_axes=RNN_AXES), *args, file=buf)
     assert "prange(" in text
+
+
+def test_small_batches_run_in_the_calling_thread_with_the_same_numbers(rng, monkeypatch):
+    """The map decides at each call, from its batch size and the static work of one step,
+    whether to use threads (codegen/parallel.py); both ways give the same bits, from one
+    compiled function."""
+    monkeypatch.delenv(parallel.ENV, raising=False)
+    X, H0, W, U, b = rnn_data(rng, batch=48, steps=50)
+    f = ns.vmap(rnn, in_axes=RNN_AXES)
+    text = ns.show(f, X, H0, W, U, b, file=io.StringIO())
+    below = int(text.split("if n_steps < ")[1].split(":")[0])
+    assert 1 < below < 48 and "prange(" in text
+    many = f(X, H0, W, U, b)                                 # across threads
+    compiles = ns.cache_info().compiles
+    few = f(X[:below - 1], H0[:below - 1], W, U, b)          # in the calling thread
+    assert ns.cache_info().compiles == compiles
+    np.testing.assert_array_equal(few, many[:below - 1])
+    check(many, loop_reference(rnn, (X, H0, W, U, b), RNN_AXES))
+
+
+def test_parallel_min_work_from_the_environment(monkeypatch):
+    x, y = Var(np.dtype(np.float64), (10,)), Var(np.dtype(np.float64), (10,))
+    step = IR((x,), (make_eqn("exp", [x], [y], {}),), (y,))
+    assert parallel.step_work(step) == 100
+    monkeypatch.delenv(parallel.ENV, raising=False)
+    assert parallel.serial_below(step) == -(-parallel.PARALLEL_MIN_WORK // 150)
+    monkeypatch.setenv(parallel.ENV, "0")                    # always across threads
+    assert parallel.serial_below(step) == 0
+    monkeypatch.setenv(parallel.ENV, "1.5e4")
+    assert parallel.serial_below(step) == 100
+    monkeypatch.setenv(parallel.ENV, "many")
+    with pytest.raises(ValueError, match=parallel.ENV):
+        parallel.serial_below(step)
 
 
 def _jax_rnn(x, h0, W, U, b):

@@ -27,12 +27,20 @@ def _safe_log(x):
     return np.log(np.where(x > 0, x, 1.0))
 
 
+def _power_below(x, y):
+    """x ** (y - 1), and 0 where y == 0. A Python exponent (a literal of the program) stays a
+    Python number: NumPy on it would make an array that the trace cannot find again."""
+    if isinstance(y, (int, float, np.number)):
+        return 0.0 if y == 0 else x ** (y - 1)
+    return np.where(y == 0, 0.0, x ** np.where(y == 0, 1, y - 1))
+
+
 ELEMENTWISE = {
     "add": (lambda g, ans, x, y: g, lambda g, ans, x, y: g),
     "subtract": (lambda g, ans, x, y: g, lambda g, ans, x, y: -g),
     "multiply": (lambda g, ans, x, y: g * y, lambda g, ans, x, y: g * x),
     "true_divide": (lambda g, ans, x, y: g / y, lambda g, ans, x, y: -g * ans / y),
-    "power": (lambda g, ans, x, y: g * y * np.where(y == 0, 0.0, x ** np.where(y == 0, 1, y - 1)),
+    "power": (lambda g, ans, x, y: g * y * _power_below(x, y),
               lambda g, ans, x, y: g * ans * _safe_log(x)),
     "remainder": (lambda g, ans, x, y: g, lambda g, ans, x, y: -g * np.floor_divide(x, y)),
     "maximum": (lambda g, ans, x, y: g * np.where(x > y, 1.0, np.where(x == y, 0.5, 0.0)),

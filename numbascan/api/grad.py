@@ -14,6 +14,7 @@ import numpy as np
 from ..ad import rules
 from ..ad.engine import Backward, DerivativeError, jvp_replay, vjp_rule, zeros_like
 from ..core.context import active_traces, current_trace
+from ..runtime.cache import traced_program
 from ..runtime.program import run_traced
 from ..trace.program import STATIC_TYPES, _flatten, _unflatten, inline_inputs, trace_program
 from ..trace.tracer import RunTracer, Tracer, bind, constant
@@ -275,8 +276,12 @@ def jacobian(f, argnums=0, mode="auto"):
 
 
 def output_shape(f, args):
-    prog = trace_program(f, [a if isinstance(a, STATIC_TYPES) or isinstance(a, Tracer)
-                             else np.asarray(a) for a in args])
+    args = [a if isinstance(a, STATIC_TYPES) or isinstance(a, Tracer) else np.asarray(a)
+            for a in args]
+    if current_trace() is None and not any(isinstance(a, Tracer) for a in args):
+        prog = traced_program(f, args, interpret=True)[0]      # kept by the trace cache
+    else:
+        prog = trace_program(f, args)
     return prog.ir.outputs[0].shape
 
 

@@ -22,6 +22,7 @@ from ..loop.step import trace_step
 from ..runtime.cpu import scan_source
 from ..runtime.cuda import kernel_source
 from ..runtime.program import call_signature, run_traced
+from ..trace.captures import with_traced_captures
 from ..trace.program import trace_program
 from ..trace.tracer import Tracer, TracingError
 from .scan import choose_mode
@@ -29,9 +30,11 @@ from .scan import choose_mode
 
 class JitFunction:
     def __init__(self, fn):
-        self.fn = fn
+        # names and docstring only: copying `fn`'s attributes would replace `fn` and `calls`
+        # with those of a JitFunction (or anything else) that `fn` wraps
+        functools.update_wrapper(self, fn, updated=())
+        self.fn = fn.fn if isinstance(fn, JitFunction) else fn
         self.calls: dict = {}          # call_signature -> CachedCall
-        functools.update_wrapper(self, fn)
 
     def __call__(self, *args):
         sig = call_signature(args)
@@ -42,7 +45,11 @@ class JitFunction:
                 if outs is not None:
                     return outs
             return run_traced(self.fn, args, remember=lambda call: self._remember(sig, call))
-        if current_trace() is not None or any(isinstance(a, Tracer) for a in args):
+        trace = current_trace()
+        if trace is not None:
+            # inlined like any helper function: the arrays it names are tracers of this trace
+            return with_traced_captures(self.fn, trace)[0](*args)
+        if any(isinstance(a, Tracer) for a in args):
             return self.fn(*args)
         if choose_mode() == "python":
             # the traced program, run by the IR interpreter; a function that cannot be traced

@@ -14,7 +14,8 @@ import os
 from ..core.context import current_trace
 from ..loop.args import MODES, _MODE, _is_device_array, normalize
 from ..loop.primitive import asks_for_cuda, bind_scan
-from ..loop.reference import scan_python
+from ..loop.reference import in_python_step, scan_python
+from ..runtime import progress as bars
 from ..runtime.cache import traced_scan
 from ..runtime.cpu import scan_cpu
 from ..runtime.cuda import scan_cuda
@@ -45,8 +46,12 @@ def choose_mode(asked=None, inputs=(), batched=None):
 
 def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None,
          truncate_gradient=-1, go_backwards=False, mode=None, name=None, strict=False,
-         return_list=False, checkpoint=None, _keep_last=False, _parallel=False):
-    """Theano's scan: run `fn` over sequences, feeding back outputs. See docs/guide.md."""
+         return_list=False, checkpoint=None, progress=None, _keep_last=False, _parallel=False):
+    """Theano's scan: run `fn` over sequences, feeding back outputs. See docs/guide.md.
+
+    `progress=True` (default: NUMBASCAN_PROGRESS) shows a bar of the steps run by an eager
+    scan in mode "cpu" or "python"; traced scans (ns.jit, derivatives, a scan in a step),
+    mode "cuda" and ns.vmap's map ignore it (docs/guide.md, "Progress and compile messages")."""
     sa = normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_gradient,
                    go_backwards, name, strict, return_list, checkpoint, keep_last=_keep_last,
                    parallel=_parallel, mode=mode)
@@ -56,10 +61,13 @@ def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None
         outs, updates = bind_scan(sa)
     else:
         mode = choose_mode(mode, inputs, batched=sa if sa.parallel else None)
+        # only the outermost scan has a bar: one in a python-mode step runs once per step
+        show = bars.wanted(progress) and not sa.parallel and not in_python_step()
         if mode == "python":
-            outs, updates, n_run = scan_python(sa)
+            with bars.PythonBar(show, sa.n_steps, bars.describe(fn, name)) as on_step:
+                outs, updates, n_run = scan_python(sa, on_step)
         elif mode == "cpu":
-            outs, updates, n_run = scan_cpu(sa)
+            outs, updates, n_run = scan_cpu(sa, progress=show)
         else:
             outs, updates, n_run = scan_cuda(sa, batched=sa.parallel)
     if len(outs) == 1 and not return_list:
@@ -77,23 +85,26 @@ def _map_asks_for_cuda(sa):
     return asks_for_cuda(ts.ir)
 
 
-def map(fn, sequences, non_sequences=None, go_backwards=False, mode=None, name=None):
+def map(fn, sequences, non_sequences=None, go_backwards=False, mode=None, name=None,
+        progress=None):
     return scan(fn, sequences=sequences, outputs_info=None, non_sequences=non_sequences,
-                go_backwards=go_backwards, mode=mode, name=name)
+                go_backwards=go_backwards, mode=mode, name=name, progress=progress)
 
 
 def reduce(fn, sequences, outputs_info, non_sequences=None, go_backwards=False, mode=None,
-           name=None):
+           name=None, progress=None):
     return scan(fn, sequences=sequences, outputs_info=outputs_info,
                 non_sequences=non_sequences, go_backwards=go_backwards, mode=mode, name=name,
-                _keep_last=True)
+                progress=progress, _keep_last=True)
 
 
-def foldl(fn, sequences, outputs_info, non_sequences=None, mode=None, name=None):
+def foldl(fn, sequences, outputs_info, non_sequences=None, mode=None, name=None,
+          progress=None):
     return reduce(fn, sequences, outputs_info, non_sequences, go_backwards=False, mode=mode,
-                  name=name)
+                  name=name, progress=progress)
 
 
-def foldr(fn, sequences, outputs_info, non_sequences=None, mode=None, name=None):
+def foldr(fn, sequences, outputs_info, non_sequences=None, mode=None, name=None,
+          progress=None):
     return reduce(fn, sequences, outputs_info, non_sequences, go_backwards=True, mode=mode,
-                  name=name)
+                  name=name, progress=progress)

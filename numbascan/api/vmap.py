@@ -65,7 +65,9 @@ def vmap(f, in_axes=0, out_axes=0):
     if not callable(f):
         raise TypeError(f"vmap: f: expected a callable, found {type(f).__name__}")
 
-    @functools.wraps(f)
+    # names and docstring only: `f`'s attributes (an ns.jit function's own function) are not
+    # the batched function's
+    @functools.wraps(f, updated=())
     def batched(*args):
         axes = _per_argument(in_axes, len(args), "in_axes")
         seqs, seq_pos, rest, rest_pos, static, sizes = [], [], [], [], [], {}

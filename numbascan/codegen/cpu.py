@@ -18,8 +18,10 @@ import numpy as np
 from ..core.ir import IR, Var
 from ..core.layout import Layout
 from ..core.primitives import TABLE
+from .draws import draws_ahead
 from .emit import FUNCTION_TEMPLATE, Lines, Module, PARALLEL_TEMPLATE, _idx, dtype_src, program_hash
-from .loopnest import Renderer, SMALL_SIZE, sink_elementwise
+from .loopnest import Renderer, SMALL_SIZE, UNROLL_BUDGET, sink_elementwise, unrolled_work
+from .parallel import serial_below
 from .scanloop import bind_step, render_step, render_time_loop, signature, time_params
 
 
@@ -93,13 +95,18 @@ class LoopRenderer(Renderer):
         return render_scan_function(self.module, step, layout, hoist=not self.in_loop)
 
 
-def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True) -> str:
+def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True,
+                         progress=False) -> str:
     """Render the loop function of a scan (and of scans nested in its step) into `module`.
 
     `hoist`: compute sequence-only matmuls before the loop (needs a buffer as long as the
     sequence, so not for scans nested in another scan's step, which run once per outer step).
+    `progress`: a variant of its own (another name) whose last parameter `progress` receives
+    the count of steps run (`render_time_loop`); not for a parallel layout.
     """
-    name = "scan_" + program_hash(step.fingerprint(), layout, hoist)
+    progress = progress and not layout.parallel
+    name = "scan_" + program_hash(step.fingerprint(), layout, hoist,
+                                  *(("progress",) if progress else ()))
     if name in module.functions:
         return name
     if layout.parallel and not hoist:
@@ -109,12 +116,13 @@ def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True) -
     hoist = hoist and not layout.parallel
     r = LoopRenderer(module)
     r.in_loop = True
-    r.unroll = True
+    # small values as scalar locals (and small states carried in them) only within the budget
+    r.unroll = unrolled_work(step) <= UNROLL_BUDGET
     body = Lines()
     seqs, bufs, rest, rng = signature(layout)
-    params = time_params(layout) + seqs + bufs + rest + rng
+    params = time_params(layout) + seqs + bufs + rest + rng + (["progress"] if progress else [])
     in_place = in_place_outputs(step, layout)
-    window = None if layout.parallel else partial(carried_window, r)
+    window = None if layout.parallel or not r.unroll else partial(carried_window, r)
     b = bind_step(r, step, layout, seqs, bufs, rest, window=window, in_place=in_place)
     r.invariant = {v.id for v in layout.split_step_inputs(step.inputs)[2]}
     hoisted = hoistable_matmuls(step, b.seq_rows, r.invariant) if hoist else {}
@@ -127,7 +135,8 @@ def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True) -
         body(f"np.dot({sname}, {r.name(w)}, {h})")
         module.uses_blas = True
         b.binds.append((res, f"{h}[{row}]"))
-    eqns = [e for k, e in enumerate(step.eqns) if k not in hoisted]
+    ahead = draws_ahead(r, step, layout, b.binds, rng) if hoist and not layout.until else set()
+    eqns = [e for k, e in enumerate(step.eqns) if k not in hoisted and k not in ahead]
     if layout.parallel:
         # independent steps: one step per call of its own function (which allocates its
         # temporaries), the steps spread over cores by prange
@@ -137,14 +146,21 @@ def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True) -
         module.add(FUNCTION_TEMPLATE, name=step_name,
                    params=", ".join(["t"] + params[1:]), body=text)
         module.add(PARALLEL_TEMPLATE, name=name, params=", ".join(params),
-                   step=step_name, args=", ".join(params[1:]))
+                   step=step_name, args=", ".join(params[1:]), serial_below=serial_below(step))
+        module.calls_parallel = True       # an ns.jit program may call it (emit.py)
         return name
-    render_time_loop(r, body, b, bufs, eqns, layout.until)
+    render_time_loop(r, body, b, bufs, eqns, layout.until, "progress" if progress else None)
     # an in-place output's state is in row 0; its readers take OutLayout.last_row(n_run),
-    # (n_run - 1 + 1) % 2
+    # (n_run - 1 + 1) % 2. The copy is a loop nest: numba compiles `buf[1] = buf[0]` (a
+    # broadcasting setitem) in 1.5-3.5 s per array type, a loop in under 0.1 s
     for j in sorted(in_place):
         body("if n_run % 2 == 1:")
-        body(f"    {bufs[j]}[1] = {bufs[j]}[0]")
+        body.indent()
+        shape = step.outputs[j].shape
+        idx = r.loops(body, shape)
+        body(f"{bufs[j]}[{_idx(['1'] + idx)}] = {bufs[j]}[{_idx(['0'] + idx)}]")
+        r.close(body, len(shape))
+        body.dedent()
     body("return n_run")
     text = r.alloc.text() + "\n" + body.text() if r.alloc.lines else body.text()
     module.add(FUNCTION_TEMPLATE, name=name, params=", ".join(params), body=text)

@@ -248,6 +248,7 @@ class CudaRenderer(Renderer):
         self.close_outer(out, (res.size,))
 
     RANDOM_FUNCTIONS = RANDOM_DEVICE
+    RANDOM_FILL: dict = {}                    # a draw per element: spread over the lanes
     NESTED_SCAN_ARGS = ("lane",)
     NAME_ROWS_FIRST = True                    # a kernel names its bound rows first, in order
 

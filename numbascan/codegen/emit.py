@@ -17,10 +17,22 @@ import math
 import numpy as np
 from numba import njit, prange
 from numbascan.random import uniform_nb, normal_nb, binomial_nb
+from numbascan.random import fill_uniform_nb, fill_normal_nb, fill_binomial_nb
+from numbascan.random import uniform_ahead_nb, normal_ahead_nb, binomial_ahead_nb
 from numbascan.codegen.fastmath import exp_fast, expit_fast, tanh_fast
 from numbascan.codegen.shortmath import exp_short, expit_short, tanh_short
-
+{preamble}
 {functions}
+'''
+
+
+# numba starts its threading layer when it compiles, or loads from its cache, a function with
+# a parallel loop, but not when it loads a function that calls one through a callee that was
+# itself loaded from the cache (the need is lost on the way: a segfault in the parallel
+# region). A module whose functions call parallel kernels starts it when it is imported.
+THREADS_PREAMBLE = '''\
+import numba
+numba.get_num_threads()           # starts numba's threading layer
 '''
 
 
@@ -34,11 +46,16 @@ def {name}({params}):
 '''
 
 
+# a batch of less work than codegen/parallel.py's threshold runs in the calling thread
 PARALLEL_TEMPLATE = '''\
 @njit(cache=True, error_model="numpy", nogil=True, parallel=True)
 def {name}({params}):
-    for t in prange(n_steps):
-        {step}(t, {args})
+    if n_steps < {serial_below}:
+        for t in range(n_steps):
+            {step}(t, {args})
+    else:
+        for t in prange(n_steps):
+            {step}(t, {args})
     return n_steps
 '''
 
@@ -100,6 +117,7 @@ class Module:
     functions: dict = field(default_factory=dict)    # name -> Function
     draws: bool = False        # a function draws random numbers (the `random` primitive)
     uses_blas: bool = False    # a function calls BLAS (np.dot into a preallocated result)
+    calls_parallel: bool = False   # a function calls a parallel kernel (draws ahead, draws.py)
 
     def add(self, template, **fields):
         """Add a function: `template` and the fields that fill it, its `name` among them."""
@@ -116,7 +134,8 @@ class Module:
         return "\n\n".join(f.text(**fields) for f in self.functions.values())
 
     def source(self, title):
-        return MODULE_TEMPLATE.format(title=title, functions=self.function_texts())
+        return MODULE_TEMPLATE.format(title=title, functions=self.function_texts(),
+                                      preamble=THREADS_PREAMBLE if self.calls_parallel else "")
 
 
 def program_hash(*parts) -> str:

@@ -6,12 +6,14 @@ row. Each equation becomes a loop nest with static bounds. A scan equation becom
 its own loop function, rendered into the same module; the time loop is `for t in range(n)`,
 with a `break` when the step returns `ns.until`.
 
-Tiny values are scalar code: inside a step, a value of at most `SMALL_SIZE` elements is a set
-of scalar locals, one per element in C order (`v3_0, v3_1`), and the equation that makes it is
-unrolled into straight-line code (`Renderer.unrolled`); it is also stored to a buffer only for
-a consumer that is a loop nest or a call. The last states of a small float output stay in
-locals from one step to the next (`carried_window`), and small loop-invariant inputs are loaded
-into locals before the loop: such a recurrence runs in registers.
+Tiny values are scalar code: inside a step whose unrolled code stays within a budget of work
+(`unrolled_work` <= `UNROLL_BUDGET`; beyond it the whole step is loop nests), a value of at
+most `SMALL_SIZE` elements is a set of scalar locals, one per element in C order (`v3_0,
+v3_1`), and the equation that makes it is unrolled into straight-line code
+(`Renderer.unrolled`); it is also stored to a buffer only for a consumer that is a loop nest
+or a call. The last states of a small float output stay in locals from one step to the next
+(`carried_window`), and small loop-invariant inputs are loaded into locals before the loop:
+such a recurrence runs in registers.
 
 Generated functions (see `render_scan_module` / `render_main_module`):
 
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.ir import Eqn, Lit, Var
+from ..core.ir import IR, Eqn, Lit, Var
 from ..core.primitives import REDUCE, TABLE
 from .emit import Lines, Module, _idx, dtype_src, literal_src
 
@@ -41,8 +43,32 @@ SHORT_SCALAR = {"tanh": "tanh_short({0})", "exp": "exp_short({0})",
 SMALL_SIZE = 16
 SMALL_K = 16
 
+# Unrolled code is sized by a budget on the work it writes out, never by value sizes alone.
+# numba types and lowers every scalar statement on its own and LLVM optimises one long basic
+# block in more than linear time: 64 unrolled multiply-adds of array elements compiled in
+# 0.5 s, 256 in 5.3 s; an H=16 LSTM step with every gate unrolled took 47 s. A loop function
+# unrolls its step's small values only when the work of all of them (`unrolled_work`, nested
+# steps included) stays within UNROLL_BUDGET; beyond it the whole step is loop nests.
+# Measured on 2 cores, a new process's compile time unrolled minus as loop nests, and run time
+# unrolled / loop nests: work 60-100 (the seed's taps recurrence, Lorenz RK4, a 2x2 matrix
+# state): -0.15 to -0.35 s, 0.7-0.85x; 175-375 (LSTM H=1, 2; RNN H=8): -0.1 to +0.2 s,
+# 0.75-0.9x; 440-480 (LSTM H=4, 8): +0.3 s, 0.75x; 800-880 (LSTM H=16; 4 chained tanh over 16
+# values, which a loop vectorises): +0.45 to +0.65 s, 0.8x and 1.6x.
+UNROLL_BUDGET = 256
+# an unrolled matmul has at most this many multiply-adds (M * N * K), each costing
+# MATMUL_WORK (a load, a multiply, an add)
+UNROLL_MATMUL_WORK = 64
+MATMUL_WORK = 3
+# work of one element of these primitives beyond its operation: an inlined polynomial
+# (shortmath.py) of about 30 instructions, cheaper to compile than as many statements
+INLINED_WORK = {"tanh": 8, "exp": 8, "expit": 9}
+
 # multiply-adds above which a matmul calls BLAS (np.dot with out=) instead of a loop nest
 BLAS_MIN_WORK = 1024
+
+# random draws in an array of at least this many elements call a bulk kernel (one call, a
+# vectorised Philox loop) instead of a scalar function per element
+RANDOM_FILL_MIN = 8
 
 
 class Renderer:
@@ -181,19 +207,7 @@ class Renderer:
 
     # -- unrolled equations (small values in a step) ------------------------------------------
     def unrollable(self, e: Eqn):
-        if not self.unroll or any(not 0 < v.size <= SMALL_SIZE for v in e.outputs):
-            return False
-        if TABLE[e.prim].kind == "elementwise":
-            return True
-        if e.prim in REDUCE:
-            return e.inputs[0].size <= SMALL_SIZE
-        if e.prim == "matmul":
-            a, b = e.inputs
-            return (a.ndim <= 2 and b.ndim <= 2 and 0 < a.shape[-1] <= SMALL_K and
-                    a.dtype == b.dtype == e.outputs[0].dtype and a.dtype.kind == "f")
-        if e.prim == "index":
-            return len(e.inputs) == 1                 # static indices only
-        return e.prim in ("reshape", "transpose", "broadcast_to", "concatenate")
+        return self.unroll and can_unroll(e)
 
     def plan_unrolled(self, eqns):
         """Equations to unroll (by id), and the values they make that must also be stored to
@@ -226,7 +240,7 @@ class Renderer:
         if res.shape == ():
             out(f"{self.name(res)} = {exprs[0]}")
             return
-        if kind in ("elementwise", "matmul", "reduce"):
+        if kind in ("elementwise", "matmul", "reduce", "index_add"):
             names = [f"{self.name(res)}_{k}" for k in range(res.size)]
             for name, expr in zip(names, exprs):
                 out(f"{name} = {expr}")
@@ -284,6 +298,18 @@ class Renderer:
             it = iter(index)
             src = [s[1] if s[0] == "int" else s[1] + s[2] * next(it) for s in spec]
             exprs.append(self.elem(x, tuple(src) + tuple(it)))
+        return exprs
+
+    def u_index_add(self, e: Eqn):
+        """`base` with `update` added at static indices (each element of `update` lands on its
+        own element of the result: the indices are ints and slices)."""
+        base, upd, res = e.inputs[0], e.inputs[1], e.outputs[0]
+        exprs = [self.elem(base, index) for index in np.ndindex(*res.shape)]
+        for index in np.ndindex(*upd.shape):
+            it = iter(index)
+            dst = [s[1] if s[0] == "int" else s[1] + s[2] * next(it) for s in e.p["spec"]]
+            k = int(np.ravel_multi_index(tuple(dst) + tuple(it), res.shape))
+            exprs[k] = self.cast(f"({exprs[k]} + {self.elem(upd, index)})", res.dtype)
         return exprs
 
     def u_reshape(self, e: Eqn):
@@ -358,6 +384,8 @@ class Renderer:
             return (SHORT_SCALAR if short else FAST_SCALAR)[e.prim].format(*operands)
         if e.prim == "convert":
             dt = e.p["dtype"]
+            if isinstance(e.inputs[0], Lit):      # folded: numba types np.float64(1.0) slowly
+                return literal_src(np.asarray(e.inputs[0].value).astype(dt).item(), dt)
             return f"({operands[0]} != 0)" if dt == np.bool_ else f"np.{dt.name}({operands[0]})"
         return TABLE[e.prim].scalar.format(*operands)
 
@@ -530,14 +558,29 @@ class Renderer:
         if res.shape == ():
             out(f"{self.name(res)} = {self.read(x, ['0'] * x.ndim)}")
             return
+        units = _unit_axes_index(x.shape, res.shape)
         if isinstance(x, Var) and x.shape != () and res.id not in self.alias:
-            # a view when x's data is contiguous at run time (numba checks; copies otherwise)
-            out(f"{self.name(res)} = np.ascontiguousarray({self.name(x)}).reshape("
-                f"{tuple(res.shape)!r})")
-            return
+            if units is not None and _keeps_c_layout(units):
+                # a view by basic indexing (numba compiles `reshape` in ~0.15 s per pair of
+                # array types, an index in ~0.005 s)
+                out(f"{self.name(res)} = {self.name(x)}" + (f"[{_idx(units)}]" if units else ""))
+                return
+            if units is None:
+                # a view when x's data is contiguous at run time (numba checks; copies otherwise)
+                out(f"{self.name(res)} = np.ascontiguousarray({self.name(x)}).reshape("
+                    f"{tuple(res.shape)!r})")
+                return
         R = self.buffer(res, out)
         if x.shape == () or isinstance(x, Lit):
             out(f"{R}[{_idx(['0'] * res.ndim)}] = {self.name(x)}")
+            return
+        if units is not None:                 # axes of length 1 added or dropped: a copy
+            idx = self.outer_loops(out, res.shape)
+            src = [i for i, s in zip(idx, res.shape) if s != 1]
+            src_it = iter(src)
+            out(f"{R}[{_idx(idx)}] = "
+                f"{self.name(x)}[{_idx('0' if s == 1 else next(src_it) for s in x.shape)}]")
+            self.close_outer(out, res.shape)
             return
         f = self.fresh("f")
         out(f"for {f} in range({res.size}):")
@@ -633,6 +676,18 @@ class Renderer:
             out(f"{self.name(res)} = {fn}({key}, {base} + np.uint64({p['offset']}), {args})")
             return
         R = self.buffer(res, out)
+        fill = self.RANDOM_FILL.get(p["kind"]) if res.size >= RANDOM_FILL_MIN else None
+        if fill is not None:
+            # the bulk kernel (every bit as the scalar function's): its Philox loop vectorises
+            flat = R if res.ndim == 1 else self.fresh("drawn")
+            if res.ndim != 1:
+                self.alloc(f"{flat} = np.empty({res.size}, dtype={dtype_src(res.dtype)})")
+            out(f"{fill}({key}, {base} + np.uint64({p['offset']}), {args}, {flat})")
+            if res.ndim != 1:
+                (f,) = self.outer_loops(out, (res.size,))
+                out(f"{R}[{_idx(self._unravel(f, res.shape))}] = {flat}[{f}]")
+                self.close_outer(out, (res.size,))
+            return
         (f,) = self.outer_loops(out, (res.size,))
         out(f"{R}[{_idx(self._unravel(f, res.shape))}] = {fn}({key}, {base} + "
             f"np.uint64({p['offset']}) + np.uint64({f} * {width}), {args})")
@@ -641,6 +696,9 @@ class Renderer:
     # how a scan inside a program or a step is rendered: its loop function, the storage of its
     # buffers, the arguments added to its call (the CUDA renderer replaces these)
     RANDOM_FUNCTIONS = {"uniform": "uniform_nb", "normal": "normal_nb", "binomial": "binomial_nb"}
+    # an array of at least RANDOM_FILL_MIN draws is one call of a bulk kernel (random.py)
+    RANDOM_FILL = {"uniform": "fill_uniform_nb", "normal": "fill_normal_nb",
+                   "binomial": "fill_binomial_nb"}
     NESTED_SCAN_ARGS: tuple = ()
     # a scan step's bound values are named in the order the step reads them (scanloop.py)
     NAME_ROWS_FIRST = False
@@ -698,6 +756,66 @@ class Renderer:
                 out(f"{self.name(res)} = {_rows_src(b, o.step_rows())}")
 
 
+def can_unroll(e: Eqn) -> bool:
+    """Whether `e` has a straight-line rendering (`Renderer.unrolled`): small outputs made by
+    an elementwise equation, a reduction of a small value, a matmul of at most
+    UNROLL_MATMUL_WORK multiply-adds, an index_add or a view with static indices."""
+    if any(not 0 < v.size <= SMALL_SIZE for v in e.outputs):
+        return False
+    if TABLE[e.prim].kind == "elementwise":
+        return True
+    if e.prim in REDUCE:
+        return e.inputs[0].size <= SMALL_SIZE
+    if e.prim == "matmul":
+        a, b = e.inputs
+        return (a.ndim <= 2 and b.ndim <= 2 and 0 < a.shape[-1] <= SMALL_K and
+                e.outputs[0].size * a.shape[-1] <= UNROLL_MATMUL_WORK and
+                a.dtype == b.dtype == e.outputs[0].dtype and a.dtype.kind == "f")
+    if e.prim == "index":
+        return len(e.inputs) == 1                 # static indices only
+    if e.prim == "index_add":
+        return len(e.inputs) == 2
+    return e.prim in ("reshape", "transpose", "broadcast_to", "concatenate")
+
+
+def unrolled_work(step: IR) -> int:
+    """Work of the unrolled code of `step`, in scalar statements. Each equation with a
+    straight-line rendering costs, per output element, its operation (plus INLINED_WORK for an
+    inlined exp or tanh) and a load for each array operand not made by unrolled code (a step
+    input, the result of a loop nest); a matmul MATMUL_WORK per multiply-add, a reduction one
+    per input element, an index_add one per element and its loads, a view nothing (it renames
+    elements); a value that a loop nest, a call or the step's results read costs a store per
+    element. A nested scan costs the work of its own step. A derivative's step is a step like
+    any other: its tangent or cotangent equations count."""
+    unrolled = [can_unroll(e) for e in step.eqns]
+    local = {v.id for e, u in zip(step.eqns, unrolled) if u for v in e.outputs}
+    stored = {v.id for e, u in zip(step.eqns, unrolled) if not u
+              for v in e.inputs if isinstance(v, Var)}
+    stored |= {v.id for v in step.outputs if isinstance(v, Var)}
+    work = 0
+    for e, u in zip(step.eqns, unrolled):
+        if e.prim == "scan":
+            work += unrolled_work(e.p["step"])
+        if not u:
+            continue
+        res = e.outputs[0]
+        if TABLE[e.prim].kind == "elementwise":
+            loads = sum(1 for v in e.inputs if isinstance(v, Var) and v.shape != () and
+                        v.id not in local)
+            inlined = INLINED_WORK.get(e.prim, 0) if res.dtype.kind == "f" else 0
+            work += res.size * (1 + loads + inlined)
+        elif e.prim in REDUCE:
+            work += e.inputs[0].size
+        elif e.prim == "matmul":
+            work += MATMUL_WORK * res.size * e.inputs[0].shape[-1]
+        elif e.prim == "index_add":
+            loads = sum(1 for v in e.inputs if isinstance(v, Var) and v.id not in local)
+            work += res.size + e.inputs[1].size * loads
+        if res.id in stored and res.shape != ():
+            work += res.size
+    return work
+
+
 def sink_elementwise(eqns):
     """Move each elementwise equation down to just before its first consumer, so that chains
     of elementwise equations become adjacent (and fuse) even when other work sat between."""
@@ -713,6 +831,34 @@ def sink_elementwise(eqns):
         if first is not None and first > k + 1:
             eqns.insert(first - 1, eqns.pop(k))
     return eqns
+
+
+def _unit_axes_index(src, dst):
+    """The basic index that turns an array of shape `src` into shape `dst` when the two differ
+    only by axes of length 1 (`None` adds one, `0` drops one, `:` keeps an axis; trailing `:`
+    left out), or None for another reshape."""
+    if [s for s in src if s != 1] != [s for s in dst if s != 1]:
+        return None
+    idx, i = [], 0
+    for d in dst:
+        if d == 1:
+            idx.append("None")
+            continue
+        while src[i] == 1:
+            idx.append("0")
+            i += 1
+        idx.append(":")
+        i += 1
+    idx += ["0"] * (len(src) - i)
+    while idx and idx[-1] == ":":
+        idx.pop()
+    return idx
+
+
+def _keeps_c_layout(index):
+    """numba types a basic index of a C-contiguous array as C-contiguous when every `:` is
+    followed by nothing but `None` (numba/core/typing/arraydecl.py); other views are 'A'."""
+    return all(all(j == "None" for j in index[k + 1:]) for k, i in enumerate(index) if i == ":")
 
 
 def _rows_src(name, rows: slice):

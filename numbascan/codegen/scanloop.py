@@ -119,11 +119,23 @@ def render_step(r, out, b: StepBinding, bufs, eqns):
     r.barrier(out)
 
 
-def render_time_loop(r, out, b: StepBinding, bufs, eqns, until):
+def render_time_loop(r, out, b: StepBinding, bufs, eqns, until, progress=None):
     """`for t in range(n_steps)` over the step; `n_run` counts the steps run (ns.until: the
-    step's last result stops the loop after the step that set it)."""
+    step's last result stops the loop after the step that set it).
+
+    `progress`: the name of an int64 array parameter `[count, every]`. The loop then runs in
+    chunks of `every` steps, the loop over a chunk's steps the same as the loop without it,
+    and stores the steps run in `count` after each chunk and at the end (a thread of the
+    driver reads it while the loop runs without the GIL)."""
     out("n_run = n_steps")
-    out("for t in range(n_steps):")
+    if progress:
+        out(f"progress_every = {progress}[1]")
+        out("for progress_t0 in range(0, n_steps, progress_every):")
+        out.indent()
+        out("progress_t1 = min(progress_t0 + progress_every, n_steps)")
+        out("for t in range(progress_t0, progress_t1):")
+    else:
+        out("for t in range(n_steps):")
     out.indent()
     render_step(r, out, b, bufs, eqns)
     if until:
@@ -131,6 +143,13 @@ def render_time_loop(r, out, b: StepBinding, bufs, eqns, until):
         out("    n_run = t + 1")
         out("    break")
     out.dedent()
+    if progress:
+        if until:
+            out("if n_run != n_steps:")
+            out("    break")
+        out(f"{progress}[0] = progress_t1")
+        out.dedent()
+        out(f"{progress}[0] = n_run")
 
 
 def shift_windows(r, out, windows, results):

@@ -6,6 +6,7 @@ with a shorter chain: the expm1 polynomial is evaluated by Estrin's scheme (inde
 of terms combined with r^2, r^4, r^8) instead of Horner's, and tanh skips the |x| and its sign
 (expm1(2x) / (expm1(2x) + 2) holds for either sign; copysign keeps tanh(-0) = -0). Same
 accuracy (a few units in the last place; tests/test_shortmath.py), same special values.
+Plain `@njit` functions, as in `fastmath.py` (LLVM inlines them; numba's inlining is slow).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from numba import njit
 from .fastmath import INV_LN2, LN2_HI, LN2_LO, _pow2
 
 
-@njit(inline="always")
+@njit
 def _expm1_reduced(r):
     """expm1(r) for |r| <= ln2 / 2: Taylor series to r^13, by Estrin's scheme."""
     r2 = r * r
@@ -32,7 +33,7 @@ def _expm1_reduced(r):
     return r + r2 * p
 
 
-@njit(inline="always")
+@njit
 def exp_short(x):
     y = x if x < 710.0 else 710.0                     # beyond: inf; NaN falls through below
     y = y if y > -746.0 else -746.0                   # below: 0 (through two scalings)
@@ -43,7 +44,7 @@ def exp_short(x):
     return e if x == x else x
 
 
-@njit(inline="always")
+@njit
 def tanh_short(x):
     """tanh = expm1(2x) / (expm1(2x) + 2); no cancellation for either sign."""
     y = 2.0 * x
@@ -57,6 +58,6 @@ def tanh_short(x):
     return t if x == x else x
 
 
-@njit(inline="always")
+@njit
 def expit_short(x):
     return 1.0 / (1.0 + exp_short(-x))

@@ -97,7 +97,14 @@ def _readonly(a):
     return v
 
 
-def scan_python(sa: ScanArgs):
+def in_python_step() -> bool:
+    """Whether this context is running the step of a python-mode scan."""
+    return _FRAME.get() is not None
+
+
+def scan_python(sa: ScanArgs, on_step=None):
+    """Run the scan in a Python loop; `on_step(n)` (when given) after each step, `n` the steps
+    run so far."""
     n = sa.n_steps
     seqs = [_readonly(np.asarray(s)) for s in sa.seqs]
     nonseqs = [_readonly(np.asarray(v)) for v in sa.nonseqs]
@@ -141,6 +148,8 @@ def scan_python(sa: ScanArgs):
             shared_frame.update(new_values)
             frame.end_step()
             n_run = t + 1
+            if on_step is not None:
+                on_step(n_run)
             if cond is not None:
                 cond = np.asarray(cond)
                 if cond.shape != ():

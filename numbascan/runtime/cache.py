@@ -6,8 +6,10 @@ it can see is every value reachable by name: closure cells, referenced globals a
 arguments, followed into helper functions it calls. Arrays there enter the key by dtype and
 shape (their values are read at each call, through a recorded path); Python scalars by value
 (they are compiled in); modules, library functions, shared variables and random streams by
-identity. A value of any other kind (an object whose attributes might change) makes the
-function uncacheable: it is traced at every call, which is always correct.
+identity. numbascan's own closures (what ns.grad and ns.vmap return) are seen through their cells
+(the user's function, its options); their globals are the library's own. A value of any other
+kind (an object whose attributes might change) makes the function uncacheable: it is traced at
+every call, which is always correct. `cache_info` counts the traces.
 
 Computing that key walks everything the function can see. A cached call can instead check
 `guards`, recorded on the same walk: every place a name was read (closure cell, globals entry,
@@ -18,8 +20,10 @@ object; a guard that fails only sends the call back to the full key.
 
 from __future__ import annotations
 
+import threading
 import types
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -34,7 +38,7 @@ from ..loop.step import TracedStep, trace_step
 from ..random import RandomStreams
 from ..shared import Shared
 from ..trace.program import STATIC_TYPES, trace_program
-from . import blas
+from . import blas, log
 
 SCALARS = (bool, int, float, complex, str, bytes, type(None), np.generic)
 MAX_DEPTH = 4
@@ -44,13 +48,43 @@ class Uncacheable(Exception):
     pass
 
 
+class CacheInfo(NamedTuple):
+    """What the trace cache has done in this process (`cache_info`)."""
+    traces: int      # steps and functions traced because the cache could not serve a call
+    uncached: int    # of those, traces that could not be kept: traced again at the next call
+    compiles: int    # generated loops and programs loaded (compiled, or from numba's disk cache)
+
+
+# the counts behind `cache_info`, changed and read under `_STATS_LOCK`
+_STATS = {"traces": 0, "uncached": 0, "compiles": 0}
+_STATS_LOCK = threading.Lock()
+
+
+def cache_info() -> CacheInfo:
+    """Counts of traces and compiles since the process started. A call served by the trace
+    cache adds nothing; a step traced inside a traced function is part of that one trace."""
+    with _STATS_LOCK:
+        return CacheInfo(**_STATS)
+
+
+def _count(name, kept=True):
+    with _STATS_LOCK:
+        _STATS[name] += 1
+        if not kept:
+            _STATS["uncached"] += 1
+
+
 def _is_library(obj):
     module = getattr(obj, "__module__", None) or ""
     return module.split(".")[0] in ("numpy", "scipy", "numbascan", "numba", "builtins", "math")
 
 
 def _is_own(obj):
-    return (getattr(obj, "__module__", None) or "").split(".")[0] == "numbascan"
+    """Whether `obj` is numbascan's code; a function by the module that defined it (what
+    `functools.wraps` leaves alone: it copies the wrapped function's `__module__`)."""
+    module = obj.__globals__.get("__name__") if isinstance(obj, types.FunctionType) else \
+        getattr(obj, "__module__", None)
+    return (module or "").split(".")[0] == "numbascan"
 
 
 def _names(code):
@@ -79,7 +113,9 @@ def _locations(fn, guards):
         yield ("closure", i), value
     glob = fn.__globals__
     builtins = glob.get("__builtins__", {})
-    for name in sorted(_names(code)):
+    # numbascan's own closures (what ns.grad, ns.vmap... return) see the user's values through
+    # their cells; their globals are the library's (its functions, tables, caches)
+    for name in sorted(_names(code)) if not _is_own(fn) else ():
         guards.append(("global", glob, name, glob.get(name, MISSING)))
         if name in glob:
             yield ("global", name), glob[name]
@@ -224,15 +260,18 @@ def read_captures(fn, readers, avals):
 _COMPILED: dict[str, object] = {}
 
 
-def compile_scan(step: IR, layout: Layout):
-    key = "scan:" + program_hash(step.fingerprint(), layout)
+def compile_scan(step: IR, layout: Layout, progress=False):
+    """The loop function of a scan; `progress=True`: its variant that publishes its count of
+    steps run into a last argument (codegen/scanloop.py `render_time_loop`)."""
+    key = "scan:" + program_hash(step.fingerprint(), layout) + (":progress" if progress else "")
     fn = _COMPILED.get(key)
     if fn is None:
         module = Module()
-        name = render_scan_function(module, step, layout)
-        loaded = load_module(module.source(f"scan {name}"))
+        name = render_scan_function(module, step, layout, progress=progress)
+        loaded = log.timed_render(name, lambda: load_module(module.source(f"scan {name}")))
         fn = blas.for_code(getattr(loaded, name), module.uses_blas)
         _COMPILED[key] = fn
+        _count("compiles")
     return fn
 
 
@@ -242,9 +281,10 @@ def compile_main(ir: IR):
     if fn is None:
         module = Module()
         name = render_main_function(module, ir)
-        loaded = load_module(module.source(f"program {name}"))
+        loaded = log.timed_render(name, lambda: load_module(module.source(f"program {name}")))
         fn = blas.for_code(getattr(loaded, name), module.uses_blas)
         _COMPILED[key] = fn
+        _count("compiles")
     return fn
 
 
@@ -254,6 +294,7 @@ class CachedScan:
     fn: object
     readers: list
     capture_avals: list
+    progress_fn: object = None      # the loop's progress variant, compiled when first asked for
 
 
 _SCANS: dict = {}        # (function key, argument signature) -> CachedScan
@@ -262,16 +303,17 @@ _SCANS: dict = {}        # (function key, argument signature) -> CachedScan
 _LAST: dict = {}
 
 
-def traced_scan(sa: ScanArgs, compile=True):
+def traced_scan(sa: ScanArgs, compile=True, progress=False):
     """(traced step, compiled loop, capture values): from the trace cache when the function
     and what it can see are unchanged (cache.py), else traced and compiled now.
     `compile=False`: no CPU loop (the CUDA driver compiles its own kernel); an entry traced
-    that way gets its loop when a later call asks for it."""
+    that way gets its loop when a later call asks for it. `progress=True`: the loop's progress
+    variant (`compile_scan`) instead of the loop."""
     signature = sa.signature()
     last_key = (id(getattr(sa.fn, "__code__", sa.fn)), signature)
     last = _LAST.get(last_key)
     if last is not None and last[0] is sa.fn and guards_hold(last[1]):
-        return last[2].ts, _compiled(last[2], compile), last[3]
+        return last[2].ts, _compiled(last[2], compile, progress), last[3]
     guards = []
     key, arrays = function_key(sa.fn, guards)
     if key is not None:
@@ -281,20 +323,26 @@ def traced_scan(sa: ScanArgs, compile=True):
             captures = read_captures(sa.fn, hit.readers, hit.capture_avals)
             if captures is not None:
                 _LAST[last_key] = (sa.fn, guards, hit, captures)
-                return hit.ts, _compiled(hit, compile), captures
-    ts = trace_step(sa)
-    fn = compile_scan(ts.ir, ts.layout) if compile else None
+                return hit.ts, _compiled(hit, compile, progress), captures
+    ts = log.timed_trace(trace_step, sa)
+    fn = compile_scan(ts.ir, ts.layout, progress) if compile else None
     readers = capture_readers(ts.captures, arrays, ts.created) if key is not None else None
+    _count("traces", kept=readers is not None)
     if readers is not None:
         avals = [(np.asarray(c).dtype, np.shape(c)) if not isinstance(c, Shared) else None
                  for c in ts.captures]
-        entry = CachedScan(ts, fn, readers, avals)
+        entry = (CachedScan(ts, None, readers, avals, fn) if progress else
+                 CachedScan(ts, fn, readers, avals))
         _SCANS[key] = entry
         _LAST[last_key] = (sa.fn, guards, entry, ts.captures)
     return ts, fn, ts.captures
 
 
-def _compiled(entry: CachedScan, compile):
+def _compiled(entry: CachedScan, compile, progress=False):
+    if compile and progress:
+        if entry.progress_fn is None:
+            entry.progress_fn = compile_scan(entry.ts.ir, entry.ts.layout, progress=True)
+        return entry.progress_fn
     if compile and entry.fn is None:
         entry.fn = compile_scan(entry.ts.ir, entry.ts.layout)
     return entry.fn
@@ -317,9 +365,10 @@ def traced_program(fn, values, interpret=False, guards=None):
             captures = read_captures(fn, hit[2], hit[3])
             if captures is not None:
                 return hit[0], hit[1], captures
-    prog = trace_program(fn, values)
+    prog = log.timed_trace(trace_program, fn, values)
     compiled = None if interpret or asks_for_cuda(prog.ir) else compile_main(prog.ir)
     readers = capture_readers(prog.captures, arrays, prog.created) if key is not None else None
+    _count("traces", kept=readers is not None)
     if readers is not None:
         avals = [None if isinstance(c, Shared) else (np.asarray(c).dtype, np.shape(c))
                  for c in prog.captures]

@@ -21,6 +21,7 @@ from ..loop.args import ScanArgs
 from ..loop.step import TracedStep
 from ..shared import Shared, Updates
 from ..trace.tracer import TracingError
+from . import log, progress as bars
 from .cache import traced_scan
 from .fallback import scan_untraced
 
@@ -31,11 +32,20 @@ def scan_source(step: IR, layout: Layout) -> str:
     return module.source(f"scan {name}")
 
 
-def call_compiled(fn, *args):
-    """Call generated code; numba's advice about BLAS on non-contiguous views is not for users."""
+def call_compiled(fn, *args, what=None):
+    """Call generated code; numba's advice about BLAS on non-contiguous views is not for users.
+    A first call compiles `fn` first, timed and logged as the code of `what` (log.py)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NumbaPerformanceWarning)
+        log.first_call(fn, args, what)
         return fn(*args)
+
+
+def compile_for(fn, args, what=None):
+    """Compile `fn` for `args` now (as its first call would), without calling it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NumbaPerformanceWarning)
+        log.first_call(fn, args, what)
 
 
 def as_argument(x):
@@ -128,15 +138,26 @@ def call_arguments(ts: TracedStep, sa: ScanArgs, bufs, captures, convert):
             [convert(c) for c in captures] + stream_arguments(ts))
 
 
-def scan_cpu(sa: ScanArgs):
+def scan_cpu(sa: ScanArgs, progress=False):
+    """Run an eager scan compiled; `progress=True` runs the loop's progress variant, with a
+    bar (progress.py) of the steps run (not for ns.vmap's parallel map, nor an untraced step)."""
+    progress = progress and not sa.parallel
     try:
-        ts, fn, captures = traced_scan(sa)
+        ts, fn, captures = traced_scan(sa, progress=progress)
     except TracingError as err:
         return (*scan_untraced(sa, err), sa.n_steps)
     n = sa.n_steps
     bufs = state_buffers(ts, sa, n)
     if ts.layout.keep_last_map_empty(n):
         raise ValueError("reduce/foldl with n_steps=0 has no last step for a map output")
-    n_run = call_compiled(fn, n, *call_arguments(ts, sa, bufs, captures, as_argument))
+    args = call_arguments(ts, sa, bufs, captures, as_argument)
+    if progress:
+        published = bars.counts(n)
+        args = [n, *args, published]
+        compile_for(fn, args, sa)              # before the bar: its clock times the loop
+        n_run = bars.run_with_bar(lambda: call_compiled(fn, *args), published, n,
+                                  bars.describe(sa.fn, sa.name))
+    else:
+        n_run = call_compiled(fn, n, *args, what=sa)
     advance_streams(ts, n_run)
     return (*results(ts, bufs, n_run), n_run)

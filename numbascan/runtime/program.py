@@ -42,7 +42,7 @@ def run_traced(fn, args, interpret=False, remember=None):
     elif compiled is None:                  # scans on CUDA, glue between them in NumPy
         outs = [to_host(o) for o in eval_ir(prog.ir, call_args, impls=program_impls())]
     else:
-        outs = call_compiled(compiled, *call_args)
+        outs = call_compiled(compiled, *call_args, what=fn)
     input_ids = {id(a) for a in call_args}
     leaves = [np.array(o, dtype=v.dtype) if id(o) in input_ids or np.ndim(o) == 0
               else o for o, v in zip(prog.host_leaves(outs), prog.ir.outputs)]

@@ -128,7 +128,11 @@ def trace_program(fn, args) -> Program:
 def inline_inputs(prog: Program, args):
     """Values for `prog`'s inputs when it is replayed inside the current trace."""
     tr = current_trace()
-    values = list(args) + list(prog.shared) + list(prog.captures)
+    # captures enter as tracers of this trace: what a derivative rule makes of one (a view,
+    # a reversed sequence) is then traced, and the trace cache finds the array it came from
+    captures = [Tracer(tr, tr.lift(c)) if isinstance(c, (np.ndarray, Tracer)) else c
+                for c in prog.captures]
+    values = list(args) + list(prog.shared) + captures
     for s, used in zip(prog.streams, prog.rng_used):
         key, base, offset = tr.rng_next(s)
         if used is not None:          # a run-time use: `Program.traced_leaves` advances it
