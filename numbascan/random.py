@@ -30,10 +30,13 @@ Three bit-identical implementations are provided:
   versions, which may differ in the last bit.
 """
 
+import functools
 import math
 import numbers
 import operator
+import os
 import sys
+import threading
 import types
 
 import numba
@@ -174,10 +177,10 @@ _BLOCK = 256
 # elements per prange iteration of the parallel kernels (a few milliseconds of work)
 _CHUNK = 1 << 16
 # Counters from which the kernels run across threads. A parallel region pays only when it is
-# long: numba's OpenMP threads spin while they wait, and on a machine whose cores are busy a
-# region waits up to a scheduler time slice for a thread (GBM with a 10000-draw region per
-# step, measured: 25x slower than serial). One region of PARALLEL_MIN normal numbers is
-# about 6 ms of work.
+# long: waking threads costs tens of microseconds, and on a machine whose cores are busy a
+# region can wait for a thread up to a scheduler time slice (see start_threads; a GBM Monte
+# Carlo with a region of 10000 draws per step, spinning OpenMP threads: 25x slower than
+# serial). One region of PARALLEL_MIN normal numbers is about 6 ms of work.
 PARALLEL_MIN = 1 << 18
 
 
@@ -330,6 +333,35 @@ def binomial_ahead_nb(t, n_steps, key, first, row_stride, n, p, out, held):
     return out[t - held[0]]
 
 
+# numba's threading layer, started by numbascan. OpenMP (numba's default layer where TBB is
+# not installed) reads its wait policy once, when numba loads it. Its default is to spin while
+# waiting, and then on a machine whose cores are busy a parallel region waits for a thread
+# whose core is taken until the scheduler's next time slice: measured on 2 cores with one core
+# busy, ns.vmap of B=64..256 RNNs (T=200, H=8, 0.5-2 ms of work) took 8 ms a call spinning and
+# 0.9-3.4 ms passive; a GBM Monte Carlo that draws in 10 parallel regions 85 ms and 62 ms.
+# With idle cores passive waiting cost 0-15% (futex wake-ups). So numbascan starts the layer
+# with OMP_WAIT_POLICY=passive unless the environment chose a policy (OMP_WAIT_POLICY,
+# GOMP_SPINCOUNT, KMP_BLOCKTIME); if anything else started it first, it stays as started.
+_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+_START_LOCK = threading.Lock()
+
+
+@functools.cache
+def start_threads():
+    """Start numba's threading layer (once), OpenMP waiting passively; see above. Called
+    before numbascan runs parallel code: by a generated module that has some, when it is
+    imported, and by :func:`draw` before a parallel kernel."""
+    with _START_LOCK:
+        chosen = any(name in os.environ for name in _WAIT_VARIABLES)
+        if not chosen:
+            os.environ["OMP_WAIT_POLICY"] = "passive"
+        try:
+            numba.get_num_threads()          # loads the layer: OpenMP reads its variables
+        finally:
+            if not chosen:                   # only the runtime keeps it, not child processes
+                os.environ.pop("OMP_WAIT_POLICY", None)
+
+
 FILL_KERNELS = {"uniform": fill_uniform_nb, "normal": fill_normal_nb,
                 "binomial": fill_binomial_nb}
 AHEAD_KERNELS = {"uniform": uniform_ahead_nb, "normal": normal_ahead_nb,
@@ -450,6 +482,7 @@ def draw(key, base, kind, size, params):
     else:
         out, args = np.empty(count, dtype=np.float64), (float(params[0]), float(params[1]))
     if count * width >= PARALLEL_MIN:
+        start_threads()
         _ROWS_PARALLEL[kind](key, base, np.uint64(0), *args, out.reshape(1, count), 1)
     else:
         FILL_KERNELS[kind](key, base, *args, out)

@@ -471,7 +471,7 @@ def test_generated_source_uses_the_bulk_kernels(capsys):
     text = capsys.readouterr().out
     assert "normal_ahead_nb(" in text and "uniform_ahead_nb(" in text
     assert "fill_binomial_nb(" in text
-    assert "numba.get_num_threads()" in text           # a module calling parallel kernels
+    assert "start_threads()" in text                    # a module calling parallel kernels
 
 
 def test_cached_loop_with_drawn_ahead_draws_in_a_new_process(tmp_path):
@@ -508,3 +508,23 @@ print("ok")
                              text=True, timeout=600)
         assert out.returncode == 0 and "ok" in out.stdout, (run, out.returncode,
                                                              out.stderr[-2000:])
+
+
+def test_threads_start_with_openmp_waiting_passively(monkeypatch):
+    """numbascan starts numba's threading layer with OMP_WAIT_POLICY=passive unless the
+    environment chose a wait policy, and leaves the environment as it found it."""
+    import os
+    seen = []
+    monkeypatch.setattr(nr.numba, "get_num_threads",
+                        lambda: seen.append(os.environ.get("OMP_WAIT_POLICY")))
+    for name in nr._WAIT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    nr.start_threads.__wrapped__()
+    assert seen == ["passive"] and "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.setenv("OMP_WAIT_POLICY", "active")
+    nr.start_threads.__wrapped__()
+    assert seen[-1] == "active" and os.environ["OMP_WAIT_POLICY"] == "active"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
+    nr.start_threads.__wrapped__()
+    assert seen[-1] is None and "OMP_WAIT_POLICY" not in os.environ

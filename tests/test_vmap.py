@@ -305,7 +305,7 @@ def test_small_batches_run_in_the_calling_thread_with_the_same_numbers(rng, monk
     whether to use threads (codegen/parallel.py); both ways give the same bits, from one
     compiled function."""
     monkeypatch.delenv(parallel.ENV, raising=False)
-    X, H0, W, U, b = rnn_data(rng, batch=48, steps=50)
+    X, H0, W, U, b = rnn_data(rng, batch=48, steps=100)
     f = ns.vmap(rnn, in_axes=RNN_AXES)
     text = ns.show(f, X, H0, W, U, b, file=io.StringIO())
     below = int(text.split("if n_steps < ")[1].split(":")[0])

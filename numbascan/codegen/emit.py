@@ -26,13 +26,14 @@ from numbascan.codegen.shortmath import exp_short, expit_short, tanh_short
 '''
 
 
-# numba starts its threading layer when it compiles, or loads from its cache, a function with
-# a parallel loop, but not when it loads a function that calls one through a callee that was
-# itself loaded from the cache (the need is lost on the way: a segfault in the parallel
-# region). A module whose functions call parallel kernels starts it when it is imported.
+# A module with parallel code starts numba's threading layer when it is imported, the way
+# numbascan starts it (random.start_threads: OpenMP waiting passively). numba starts it itself
+# when it compiles, or loads from its cache, a function with a parallel loop, but not when it
+# loads a function that calls one through a callee that was itself loaded from the cache (the
+# need is lost on the way: a segfault in the parallel region).
 THREADS_PREAMBLE = '''\
-import numba
-numba.get_num_threads()           # starts numba's threading layer
+from numbascan.random import start_threads
+start_threads()
 '''
 
 
@@ -117,7 +118,7 @@ class Module:
     functions: dict = field(default_factory=dict)    # name -> Function
     draws: bool = False        # a function draws random numbers (the `random` primitive)
     uses_blas: bool = False    # a function calls BLAS (np.dot into a preallocated result)
-    calls_parallel: bool = False   # a function calls a parallel kernel (draws ahead, draws.py)
+    calls_parallel: bool = False   # a function is or calls parallel code (THREADS_PREAMBLE)
 
     def add(self, template, **fields):
         """Add a function: `template` and the fields that fill it, its `name` among them."""

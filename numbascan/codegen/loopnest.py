@@ -678,12 +678,13 @@ class Renderer:
         R = self.buffer(res, out)
         fill = self.RANDOM_FILL.get(p["kind"]) if res.size >= RANDOM_FILL_MIN else None
         if fill is not None:
-            # the bulk kernel (every bit as the scalar function's): its Philox loop vectorises
+            # the bulk kernel (every bit as the scalar function's): its Philox loop vectorises.
+            # It fills a 1-d array: an n-d result is drawn into a flat one and copied
             flat = R if res.ndim == 1 else self.fresh("drawn")
-            if res.ndim != 1:
+            if flat != R:
                 self.alloc(f"{flat} = np.empty({res.size}, dtype={dtype_src(res.dtype)})")
             out(f"{fill}({key}, {base} + np.uint64({p['offset']}), {args}, {flat})")
-            if res.ndim != 1:
+            if flat != R:
                 (f,) = self.outer_loops(out, (res.size,))
                 out(f"{R}[{_idx(self._unravel(f, res.shape))}] = {flat}[{f}]")
                 self.close_outer(out, (res.size,))

@@ -4,15 +4,16 @@ A parallel region costs little while the cores are idle, but on a machine whose 
 it waits for its threads: numba's default threading layer is OpenMP, whose threads spin while
 they wait, and a thread whose core is taken runs only at the scheduler's next time slice.
 Measured on 2 cores, ns.vmap of a small batched scan (B=16, T=50, H=4, an RNN per batch
-element): 0.11 ms median with idle cores, up to 7-9 ms per call while other processes kept both
-cores busy; run in the calling thread, 0.11-0.13 ms either way.
+element, about 50 us of work): 0.11-0.13 ms a call (median) with idle cores, 5-16 ms while
+other processes (test suites, benchmarks, a spinning process per core) kept the cores busy;
+run in the calling thread, 0.13-0.14 ms in every case.
 
 So a map runs its steps in a plain loop, in the calling thread, when the whole batch is less
-work than `PARALLEL_MIN_WORK` (the estimate below, in nanoseconds of one core, roughly), and
-with prange otherwise. The generated function decides at each call from its batch size
-(`n_steps`), so one compiled function serves every batch size; the results are the same either
-way (each batch element is computed by the same step function, alone). numba's threading layer
-and OpenMP's wait policy are left as they are: they are settings of the whole process.
+work than `PARALLEL_MIN_WORK` (the estimate below, in nanoseconds of one core, roughly: it
+overestimated the RNNs measured by 2-2.5x), and with prange otherwise. The generated function
+decides at each call from its batch size (`n_steps`), so one compiled function serves every
+batch size; the results are the same either way (each batch element is computed by the same
+step function, alone). The regions that do run wait passively (random.start_threads).
 
 `NUMBASCAN_PARALLEL_MIN_WORK` overrides the threshold (`0`: always across threads), read when
 a map's loop is generated, its first call for a given function and shapes.
@@ -23,8 +24,9 @@ from __future__ import annotations
 import os
 
 from ..core.ir import IR
+from ..core.primitives import TABLE
 
-PARALLEL_MIN_WORK = 100_000
+PARALLEL_MIN_WORK = 200_000
 ENV = "NUMBASCAN_PARALLEL_MIN_WORK"
 
 # estimated nanoseconds per element (one core): an arithmetic operation ~1, a transcendental
@@ -50,12 +52,13 @@ def min_work() -> int:
 
 def step_work(step: IR) -> int:
     """Estimated work of one run of `step`, in nanoseconds of one core: each equation's
-    elements times their cost, a matmul's multiply-adds, a nested scan's steps times its
-    step's work (the most steps an until-scan may run)."""
+    output elements times their cost (a reduction's input elements), a matmul's multiply-adds,
+    a nested scan's steps times its step's work (the most steps an until-scan may run)."""
     work = 0
     for e in step.eqns:
         if e.prim == "scan":
-            work += max(int(e.p["n_steps"] or 0), 1) * (step_work(e.p["step"]) + 5)
+            n = e.p.get("n_steps")
+            work += (n if isinstance(n, int) and n > 0 else 1) * (step_work(e.p["step"]) + 5)
         elif e.prim == "matmul":
             a = e.inputs[0]
             work += e.outputs[0].size * (a.shape[-1] if a.shape else 1)
@@ -63,10 +66,10 @@ def step_work(step: IR) -> int:
             p = e.p
             per = DRAW.get(p["kind"], 25) * (p["dist"][0] if p["kind"] == "binomial" else 1)
             work += e.outputs[0].size * max(int(per), 1)
+        elif getattr(TABLE.get(e.prim), "kind", None) == "reduce":
+            work += e.inputs[0].size
         else:
-            size = max([v.size for v in e.inputs if hasattr(v, "size")] +
-                       [v.size for v in e.outputs])
-            work += size * (10 if e.prim in TRANSCENDENTAL else 1)
+            work += e.outputs[0].size * (10 if e.prim in TRANSCENDENTAL else 1)
     return work
 
 
