@@ -4,14 +4,18 @@ reduce/foldl keep only the last state even when called eagerly.
 """
 import io
 import os
+import re
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+from numba import njit, types
 
 import numbascan as ns
+from numbascan.codegen.calls import call_address
+from numbascan.runtime.linked import native_address
 
 
 def rnn_numpy(X, W, b):
@@ -180,6 +184,41 @@ def test_show_jit_function(data, capsys):
         assert "def main_" in t and "def scan_" in t   # the generated source
         assert "for t in range(n_steps)" in t
         assert "tanh" in t
+
+
+def test_program_calls_its_scans_by_address(data):
+    """A program's scans are separate compiled functions it calls by address (their code is
+    not linked into the program's and compiled again there); the results are unchanged."""
+    X, W, b = data
+    text = ns.show(rnn, X, W, b, file=io.StringIO())
+    main = text[text.index("def main_"):]
+    assert "call_address(fn0, (" in main and re.search(r"scan_\w+\(", main) is None
+    got = rnn(X, W, b)
+    want = rnn_numpy(X, W, b)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-12)
+
+
+def test_call_address_passes_exceptions_on():
+    """codegen/calls.py: the callee's exception reaches the caller, and Python, unchanged."""
+    @njit
+    def callee(n, a):
+        if n > 3:
+            raise ValueError("n is too large")
+        a[0] += n
+        return n
+
+    @njit
+    def caller(address, n, a):
+        return call_address(address, (n, a))
+
+    sig = (types.intp, types.Array(types.float64, 1, "C"))
+    callee.compile(sig)
+    address = native_address(callee.overloads[sig])
+    a = np.ones(2)
+    assert caller(address, 2, a) == 2 and a[0] == 3.0
+    with pytest.raises(ValueError, match="n is too large"):
+        caller(address, 5, a)
 
 
 def test_show_step_with_scan_arguments():

@@ -6,11 +6,15 @@ before the loop in one BLAS call, the last states of small float outputs kept in
 step to the next, and large elementwise states updated in place. `render_main_function` renders
 an `ns.jit` program: inputs are parameters, outputs a returned tuple, its scans loop functions
 of the same module. `LoopRenderer` is the renderer whose nested scans become such functions.
+
+A program calls its scans by address (`ScanPointer`, codegen/calls.py), the addresses its first
+parameters, not by name: numba would link each callee's code into the program and compile it
+there once more. The runtime compiles each scan function on its own (runtime/linked.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -167,17 +171,53 @@ def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True,
     return name
 
 
+@dataclass(frozen=True)
+class ScanPointer:
+    """A scan loop function `function` that a program calls at the address in its parameter
+    `param` (codegen/calls.py); `args`: the (dtype, ndim) of each of its arguments, every
+    array C-contiguous (0 dimensions: a scalar)."""
+    param: str
+    function: str
+    args: tuple
+
+
+class ProgramRenderer(LoopRenderer):
+    """The renderer of a program's body: its scans are called by address."""
+
+    def __init__(self, module):
+        super().__init__(module)
+        self.pointers: dict[str, ScanPointer] = {}
+
+    def call_scan(self, step, fname, args, kinds):
+        if fname not in self.pointers:
+            self.pointers[fname] = ScanPointer(f"fn{len(self.pointers)}", fname,
+                                               tuple((np.dtype(d), n) for d, n, _ in kinds))
+        # each argument of exactly the type the callee was compiled for: scalars cast to
+        # their dtype, arrays C-contiguous (np.ascontiguousarray returns a C-contiguous
+        # array as it is and copies other views)
+        passed = [a if fresh else f"{dtype_src(d)}({a})" if ndim == 0 else
+                  f"np.ascontiguousarray({a})" for a, (d, ndim, fresh) in zip(args, kinds)]
+        return f"call_address({self.pointers[fname].param}, ({', '.join(passed)},))"
+
+
 def render_main_function(module: Module, ir: IR) -> str:
-    """Render a whole program (ns.jit): inputs are parameters, outputs a returned tuple."""
+    """Render a whole program (ns.jit): inputs are parameters, outputs a returned tuple; the
+    addresses of the scans it calls come first (`module.pointers[name]`)."""
     name = "main_" + program_hash(ir.fingerprint())
     if name in module.functions:
         return name
-    r = LoopRenderer(module)
+    r = ProgramRenderer(module)
     body = Lines()
     params = [r.name(v) for v in ir.inputs]
     r.body(body, ir.eqns, ir.outputs)
     outs = [r.name(v) for v in ir.outputs]
     body(f"return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
-    text = (r.alloc.text() + "\n" if r.alloc.lines else "") + body.text()
-    module.add(FUNCTION_TEMPLATE, name=name, params=", ".join(params), body=text)
+    pointers = tuple(r.pointers.values())
+    head = Lines()
+    for p in pointers:
+        head(f"# {p.param}: the address of {p.function}")
+    text = "".join(part.text() + "\n" for part in (head, r.alloc) if part.lines) + body.text()
+    module.add(FUNCTION_TEMPLATE, name=name, params=", ".join([p.param for p in pointers] +
+                                                                   params), body=text)
+    module.pointers[name] = pointers
     return name

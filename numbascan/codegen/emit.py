@@ -21,6 +21,7 @@ from numbascan.random import fill_uniform_nb, fill_normal_nb, fill_binomial_nb
 from numbascan.random import uniform_ahead_nb, normal_ahead_nb, binomial_ahead_nb
 from numbascan.codegen.fastmath import exp_fast, expit_fast, tanh_fast
 from numbascan.codegen.shortmath import exp_short, expit_short, tanh_short
+from numbascan.codegen.calls import call_address
 {preamble}
 {functions}
 '''
@@ -119,6 +120,8 @@ class Module:
     draws: bool = False        # a function draws random numbers (the `random` primitive)
     uses_blas: bool = False    # a function calls BLAS (np.dot into a preallocated result)
     calls_parallel: bool = False   # a function is or calls parallel code (THREADS_PREAMBLE)
+    # program function name -> the scan functions it calls by address (cpu.ScanPointer)
+    pointers: dict = field(default_factory=dict)
 
     def add(self, template, **fields):
         """Add a function: `template` and the fields that fill it, its `name` among them."""

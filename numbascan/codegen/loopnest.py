@@ -709,6 +709,11 @@ class Renderer:
         `cpu.LoopRenderer` (a loop function of the same module), `cuda.CudaRenderer`."""
         raise NotImplementedError
 
+    def call_scan(self, step, fname, args, kinds):
+        """The call of a nested scan's function `fname`; `kinds`: (dtype, ndim, fresh) of each
+        argument (`cpu.ProgramRenderer` calls a program's scans through pointers)."""
+        return f"{fname}({', '.join(list(args) + list(self.NESTED_SCAN_ARGS))})"
+
     def scan_buffer(self, name, shape, dtype):
         self.alloc(f"{name} = np.empty({tuple(shape)!r}, dtype={dtype_src(dtype)})")
 
@@ -729,9 +734,10 @@ class Renderer:
         seq_vars, init_vars, rest_vars, rng_vars, dynamic = layout.split_inputs(e.inputs)
         seqs = [self.name(v) for v in seq_vars]
         inits = iter(init_vars)
-        bufs = []
+        bufs, shapes = [], []
         for o, res in zip(layout.outs, e.outputs):
             shape = (o.buffer_rows(n),) + (res.shape if o.keep == "last" else res.shape[1:])
+            shapes.append(shape)
             b = self.fresh("sbuf")
             self.scan_buffer(b, shape, res.dtype)
             bufs.append(b)
@@ -746,8 +752,13 @@ class Renderer:
         nrun = self.fresh("nrun")
         trip = [f"min({n}, max(0, {self.name(dynamic[0])}))", self.name(dynamic[1])] \
             if dynamic else [str(n)]
-        args = trip + seqs + bufs + rest + list(self.NESTED_SCAN_ARGS)
-        out(f"{nrun} = {fname}({', '.join(args)})")
+        # (dtype, ndim, fresh) of each argument: fresh buffers are C-contiguous by making
+        kinds = ([(np.dtype(np.int64), 0, True)] * len(trip) +
+                 [(v.dtype, v.ndim, False) for v in seq_vars] +
+                 [(res.dtype, len(shape), True) for res, shape in zip(e.outputs, shapes)] +
+                 [(v.dtype, v.ndim, False) for v in rest_vars + rng_vars])
+        args = trip + seqs + bufs + rest
+        out(f"{nrun} = {self.call_scan(step, fname, args, kinds)}")
         if layout.counts_steps:
             out(f"{self.name(e.outputs[len(layout.outs)])} = {nrun}")
         for o, res, b in zip(layout.outs, e.outputs, bufs):

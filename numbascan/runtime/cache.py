@@ -39,6 +39,7 @@ from ..random import RandomStreams
 from ..shared import Shared
 from ..trace.program import STATIC_TYPES, trace_program
 from . import blas, log
+from .linked import linked
 
 SCALARS = (bool, int, float, complex, str, bytes, type(None), np.generic)
 MAX_DEPTH = 4
@@ -282,7 +283,7 @@ def compile_main(ir: IR):
         module = Module()
         name = render_main_function(module, ir)
         loaded = log.timed_render(name, lambda: load_module(module.source(f"program {name}")))
-        fn = blas.for_code(getattr(loaded, name), module.uses_blas)
+        fn = blas.for_code(linked(loaded, name, module.pointers[name]), module.uses_blas)
         _COMPILED[key] = fn
         _count("compiles")
     return fn

@@ -94,12 +94,22 @@ def timed_render(name, make):
 
 def first_call(fn, args, what):
     """Compile numba dispatcher `fn` (or the dispatcher a wrapper holds as `.fn`) for `args`
-    when it has no compiled version yet, and log it; a compiled one is left as it is."""
+    when it has no compiled version yet, and log it; a compiled one is left as it is. A
+    program whose scans are called through pointers (linked.py) compiles them first."""
     dispatcher = getattr(fn, "fn", fn)
+    compile_for = getattr(dispatcher, "compile_for", None)
+    if compile_for is not None:
+        compile_for(args, what)
+        return
     overloads = getattr(dispatcher, "overloads", None)
     if overloads is None or overloads:
         return
-    signature = tuple(dispatcher.typeof_pyval(a) for a in args)
+    compile_logged(dispatcher, tuple(dispatcher.typeof_pyval(a) for a in args), what)
+
+
+def compile_logged(dispatcher, signature, what):
+    """Compile numba dispatcher `dispatcher` for the argument types `signature`, timed and
+    logged as the code of `what`."""
     hits = sum(dispatcher.stats.cache_hits.values())
     start = time.perf_counter()
     dispatcher.compile(signature)
