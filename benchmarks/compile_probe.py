@@ -229,6 +229,16 @@ def main(argv=None):
         peer, case, H, out = a.child
         return child(peer, case, int(H), out)
     import numpy as np
+    from importlib.metadata import PackageNotFoundError, version
+
+    def _version(dist):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    print("# " + ", ".join(f"{d} {_version(d)}" for d in ("numbascan", "numba", "numpy", "jax",
+                                                         "jaxlib")) + "\n")
     peers = a.peers.split(",")
     rows = []
     print("| program | H | numbascan first (s) | jax first (s) | first ratio | "

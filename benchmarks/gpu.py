@@ -268,6 +268,14 @@ def main(argv=None):
     device = device.decode() if isinstance(device, bytes) else device
     jax_device = str(jax.devices()[0])
     sizes = SIZES["sim" if args.sim else "quick" if args.quick else "full"]
+    import numba
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        numba_cuda = version("numba-cuda")
+    except PackageNotFoundError:
+        numba_cuda = "not installed (numba's own numba.cuda)"
+    print(f"numbascan {ns.__version__}, numba {numba.__version__}, numba-cuda {numba_cuda}, "
+          f"jax {jax.__version__}, NumPy {np.__version__}")
     bandwidth = copy_bandwidth(cuda)
     print(f"device-to-device copy bandwidth: {bandwidth / 1e9:.1f} GB/s")
     rows = []

@@ -40,6 +40,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.plain:
         sys.modules["tqdm"] = None                  # `import tqdm` raises ImportError
+    import numba
+    print(f"# numbascan {ns.__version__}, numba {numba.__version__}, NumPy {np.__version__}")
     rng = np.random.default_rng(0)
     T, H = args.T, args.H
     X = rng.standard_normal((T, H))

@@ -136,8 +136,22 @@ def binomial_scalar(key, counter, n, p):
     return np.int64(count)
 
 
+def _njit_cached(**options):
+    """``numba.njit(cache=True, **options)``, or without numba's disk cache where numba finds no
+    writable folder for it (NUMBA_CACHE_DIR, this package's __pycache__, the user's cache
+    folder): importing numbascan, and its first use, never need a writable folder."""
+    def decorate(fn):
+        try:
+            return numba.njit(cache=True, **options)(fn)
+        except RuntimeError as error:     # "cannot cache function ...: no locator available"
+            if "no locator available" not in str(error):
+                raise
+            return numba.njit(**options)(fn)
+    return decorate
+
+
 # Compiled versions, for generated njit code (wrapped there with inline='never').
-_njit = numba.njit(cache=True)
+_njit = _njit_cached()
 philox4x32_nb = _njit(philox4x32_scalar)
 uniform_nb = _njit(uniform_scalar)
 normal_nb = _njit(normal_scalar)
@@ -168,9 +182,8 @@ _unit_inline = register_jitable(inline="always")(_copy_function(_unit_scalar, "_
 # fastmath and error_model are set, not inherited from a caller (numba passes a caller's
 # flags to callees that leave them unset): a contracting caller must not change these bits
 # (called first from a fastmath caller, an unset kernel changed 191 of 3000 normal numbers)
-_bulk = numba.njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
-_bulk_parallel = numba.njit(cache=True, fastmath=False, error_model="numpy", nogil=True,
-                            parallel=True)
+_bulk = _njit_cached(fastmath=False, error_model="numpy", nogil=True)
+_bulk_parallel = _njit_cached(fastmath=False, error_model="numpy", nogil=True, parallel=True)
 
 # elements per block of the normal kernel: its second array (the angles) stays in L1
 _BLOCK = 256

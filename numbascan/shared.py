@@ -12,6 +12,7 @@ from contextvars import ContextVar
 import numpy as np
 
 from .core.context import current_trace
+from .core.ir import check_dtype
 
 # Inside a python-mode scan step: one dict id(Shared) -> current value per scan running in
 # this context (innermost last).
@@ -33,6 +34,7 @@ class Shared:
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"ns.shared: expected a numeric value, found {type(value).__name__} "
                             f"with dtype {arr.dtype}")
+        check_dtype(arr.dtype, "ns.shared" if self.name is None else f"ns.shared {self.name!r}")
         self._value = arr
 
     @property

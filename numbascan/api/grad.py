@@ -42,7 +42,13 @@ def _fixed_size(prog, what):
 
 
 def _argnums(argnums, n):
-    nums = (argnums,) if isinstance(argnums, (int, np.integer)) else tuple(argnums)
+    nums = (argnums,) if isinstance(argnums, (int, np.integer)) else argnums
+    if not isinstance(nums, (tuple, list)) or not nums or not all(
+            isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_))
+            for i in nums):
+        raise TypeError(f"argnums: expected an int or a non-empty tuple of ints (the positions "
+                        f"of the arguments to differentiate), found "
+                        f"{type(argnums).__name__} {argnums!r}")
     for i in nums:
         if not -n <= i < n:
             raise ValueError(f"argnums: {argnums!r} is out of range for {n} argument(s)")
@@ -136,6 +142,12 @@ def jvp(f, primals, tangents):
             raise ValueError(f"jvp: tangent {i} has shape {np.shape(t)}, but its primal has "
                              f"shape {np.shape(p)}")
     _check_differentiable(primals, range(len(primals)), "primals")
+    for i, t in enumerate(tangents):
+        dtype = np.dtype(t.dtype) if hasattr(t, "dtype") else np.asarray(t).dtype
+        if dtype.kind != "f":          # as in JAX: a float primal's tangent is a float array
+            raise TypeError(f"tangents[{i}]: expected a floating-point tangent (the primal "
+                            f"is a float array), found {type(t).__name__} of dtype {dtype}; "
+                            f"pass it as a float array, e.g. np.asarray(t, dtype=np.float64)")
     n = len(primals)
     primals = _as_arrays(primals, range(n))
 

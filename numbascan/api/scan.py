@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from ..core.context import current_trace
 from ..loop.args import MODES, _MODE, _is_device_array, normalize
 from ..loop.primitive import asks_for_cuda, bind_scan
@@ -70,9 +72,20 @@ def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None
             outs, updates, n_run = scan_cpu(sa, progress=show)
         else:
             outs, updates, n_run = scan_cuda(sa, batched=sa.parallel)
+        outs = _arrays(outs, updates)
     if len(outs) == 1 and not return_list:
         return outs[0], updates
     return list(outs), updates
+
+
+def _arrays(outs, updates):
+    """Eager results are NumPy arrays (SPEC section 1) in every mode, as Theano's are: the 0-d
+    last state of a reduce/foldl, or a 0-d shared variable's new value, comes back as a 0-d
+    array, never as a NumPy scalar (the row of a buffer that a driver read)."""
+    for k, v in updates.items():
+        if isinstance(v, np.generic):
+            updates[k] = np.asarray(v)
+    return [np.asarray(o) if isinstance(o, np.generic) else o for o in outs]
 
 
 def _map_asks_for_cuda(sa):

@@ -205,6 +205,7 @@ class CudaRenderer(Renderer):
         template = table.get(e.prim) or CUDA_SCALAR.get(e.prim)
         if template is None:
             return super().scalar_expr(e, operands)
+        operands = self.loop_operands(e, operands)
         return template(*operands) if callable(template) else template.format(*operands)
 
     def reduce_rule(self, prim):

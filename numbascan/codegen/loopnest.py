@@ -38,6 +38,10 @@ FAST_SCALAR = {"tanh": "tanh_fast({0})", "exp": "exp_fast({0})", "expit": "expit
 SHORT_SCALAR = {"tanh": "tanh_short({0})", "exp": "exp_short({0})",
                 "expit": "expit_short({0})"}
 
+# elementwise primitives that numba computes as an int64 on bools (True + True is 2) where
+# NumPy's bool loop gives a bool (logical or, logical and)
+INT_OF_BOOLS = ("add", "multiply")
+
 # values made inside a step with at most this many elements live in scalar locals; an unrolled
 # matmul has an inner dimension of at most SMALL_K
 SMALL_SIZE = 16
@@ -288,6 +292,8 @@ class Renderer:
                 full.update(zip(axes, inner))
                 elem = self.elem(x, tuple(full[a] for a in range(x.ndim)))
                 acc = elem if acc is None else template.format(acc=acc, x=elem)
+            if acc is None:                       # no elements: the reduction's identity
+                acc = literal_src(eval(init), res.dtype)
             exprs.append(self.cast(acc, res.dtype))
         return exprs
 
@@ -380,20 +386,45 @@ class Renderer:
         return method(out, e)
 
     def scalar_expr(self, e: Eqn, operands, short=False):
-        if e.prim in FAST_SCALAR and e.outputs[0].dtype.kind == "f":
-            return (SHORT_SCALAR if short else FAST_SCALAR)[e.prim].format(*operands)
         if e.prim == "convert":
             dt = e.p["dtype"]
             if isinstance(e.inputs[0], Lit):      # folded: numba types np.float64(1.0) slowly
                 return literal_src(np.asarray(e.inputs[0].value).astype(dt).item(), dt)
             return f"({operands[0]} != 0)" if dt == np.bool_ else f"np.{dt.name}({operands[0]})"
-        return TABLE[e.prim].scalar.format(*operands)
+        static = static_comparison(e)
+        if static is not None:
+            return static
+        operands = self.loop_operands(e, operands)
+        if e.prim in FAST_SCALAR and e.outputs[0].dtype.kind == "f":
+            return (SHORT_SCALAR if short else FAST_SCALAR)[e.prim].format(*operands)
+        expr = TABLE[e.prim].scalar.format(*operands)
+        if e.outputs[0].dtype == np.bool_ and e.prim in INT_OF_BOOLS:
+            return f"({expr} != 0)"
+        return expr
+
+    def loop_operands(self, e: Eqn, operands):
+        """`operands` converted to the dtype NumPy's loop computes in where numba would
+        compute in another: a float result converts its bool and integer operands to its
+        dtype, as NumPy does (numba adds a uint64 and an int64 in int64, NumPy in float64).
+        Literals are already rendered in that dtype (`lit_operand`)."""
+        out = e.outputs[0].dtype
+        if out.kind != "f":
+            return operands
+        first = 1 if e.prim == "where" else 0     # the condition of `where` stays bool
+        return [f"np.{out.name}({op})" if k >= first and isinstance(v, Var) and
+                v.dtype.kind in "biu" else op
+                for k, (v, op) in enumerate(zip(e.inputs, operands))]
 
     def lit_operand(self, e: Eqn, lit: Lit):
-        """Render a literal in the dtype NumPy would compute with (NEP 50 weak scalars)."""
+        """Render a literal in the dtype NumPy would compute with (NEP 50: a Python scalar
+        is weak, a NumPy scalar strong; a float result computes in its own dtype)."""
         var_dtypes = [v.dtype for v in e.inputs if isinstance(v, Var)]
         if e.prim == "where":
             var_dtypes = [e.outputs[0].dtype]
+        out = e.outputs[0].dtype
+        if out.kind == "f" and lit.dtype.kind in "biu" and not (
+                e.prim == "where" and lit is e.inputs[0]):
+            return literal_src(lit.value, out)
         if not lit.weak or not var_dtypes:
             return literal_src(lit.value, lit.dtype)
         common = np.result_type(*var_dtypes)
@@ -766,6 +797,31 @@ class Renderer:
                 out(f"{self.name(res)} = {b}[{o.last_row(nrun)}]")
             else:
                 out(f"{self.name(res)} = {_rows_src(b, o.step_rows())}")
+
+
+# `x op y` as `y op' x`, and whether `x op y` holds (when x is below y, when x is above y)
+SWAPPED = {"less": "greater", "less_equal": "greater_equal", "greater": "less",
+           "greater_equal": "less_equal", "equal": "equal", "not_equal": "not_equal"}
+HOLDS = {"less": (True, False), "less_equal": (True, False), "greater": (False, True),
+         "greater_equal": (False, True), "equal": (False, False), "not_equal": (True, True)}
+
+
+def static_comparison(e: Eqn):
+    """"True" or "False" for a comparison of an integer value with a Python int outside its
+    dtype's range (NEP 50: NumPy compares the numbers, whatever the value; numba would wrap
+    the int into the dtype), else None."""
+    if e.prim not in SWAPPED:
+        return None
+    a, b = e.inputs
+    for var, lit, prim in ((a, b, e.prim), (b, a, SWAPPED[e.prim])):     # var prim lit
+        if (isinstance(var, Var) and var.dtype.kind in "iu" and isinstance(lit, Lit)
+                and lit.weak and type(lit.value) is int):
+            info = np.iinfo(var.dtype)
+            if info.min <= lit.value <= info.max:
+                return None
+            below, above = HOLDS[prim]
+            return str(below if lit.value > info.max else above)
+    return None
 
 
 def can_unroll(e: Eqn) -> bool:

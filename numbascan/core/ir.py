@@ -6,7 +6,8 @@ into the program. An `Eqn` applies one primitive (see `primitives.py`) to inputs
 outputs. A scan equation keeps its step program as the parameter `step`, so programs nest.
 
 Invariants: each Var is bound exactly once (as an input or as an equation output) before use;
-equations are in dependency order; params are hashable and printable.
+equations are in dependency order; params are hashable and printable; no value is float16
+(`check_dtype`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ import numpy as np
 from . import primitives
 
 _ids = itertools.count()
+
+
+def check_dtype(dtype, what):
+    """Refuse float16, in every mode alike: numba compiles no float16 code on the CPU (NumPy
+    itself computes each float16 operation in float32 and rounds back)."""
+    if np.dtype(dtype) == np.float16:
+        raise TypeError(f"{what}: expected bool, integer, float32 or float64 values, found dtype "
+                        f"float16, which numbascan does not support (numba compiles no float16 "
+                        f"code); convert it with .astype(np.float32)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,7 +52,8 @@ class Var:
 
 @dataclass(frozen=True)
 class Lit:
-    """A scalar constant. `value` keeps its Python or NumPy type: a Python float is 'weak' (NEP 50)."""
+    """A scalar constant. `value` keeps its Python or NumPy type: a Python bool, int or float
+    is 'weak' (NEP 50: it takes the dtype of the array it meets), a NumPy scalar is 'strong'."""
 
     value: Any
 
@@ -56,7 +67,9 @@ class Lit:
 
     @property
     def weak(self):
-        return isinstance(self.value, (bool, int, float, complex))
+        # np.float64 and np.complex128 subclass Python's float and complex, yet are strong
+        return (isinstance(self.value, (bool, int, float, complex))
+                and not isinstance(self.value, np.generic))
 
 
 @dataclass(frozen=True)
@@ -98,7 +111,7 @@ def format_ir(ir: IR, canonical=False, indent="") -> str:
 
     def name(v):
         if isinstance(v, Lit):
-            return repr(v.value) if v.weak else f"{v.dtype.name}({v.value!r})"
+            return repr(v.value) if v.weak else f"{v.dtype.name}({v.value.item()!r})"
         if v.id not in names:
             names[v.id] = f"v{len(names)}" if canonical else f"v{v.id}"
         return names[v.id]

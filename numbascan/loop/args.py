@@ -8,11 +8,16 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
+import math
+import os
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.ir import check_dtype
 from ..core.layout import SeqLayout
 from ..shared import Shared
 from ..trace.tracer import Tracer
@@ -67,11 +72,13 @@ def _value(x, what):
         return x
     try:
         arr = np.asarray(x)
-    except Exception as exc:  # pragma: no cover - exotic objects
-        raise TypeError(f"{what}: expected an array, found {type(x).__name__}") from exc
+    except Exception as exc:  # a ragged nesting of lists, or an exotic object
+        raise TypeError(f"{what}: expected an array, found {type(x).__name__}, which NumPy "
+                        f"cannot make one array of ({exc})") from exc
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{what}: expected a numeric array (bool, int or float), found "
                         f"{type(x).__name__} with dtype {arr.dtype}")
+    check_dtype(arr.dtype, what)
     return arr
 
 
@@ -161,8 +168,11 @@ def normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_grad
             arr, taps = s, (0,)
         arr = _value(arr, what)
         if arr.ndim == 0:
-            raise ScanError(f"{what}: expected an array with a leading time axis, found a "
-                            f"0-d value")
+            raise ScanError(
+                f"{what}: expected an array with a leading time axis, found a 0-d value. Note "
+                f"that scan's positional order is Theano's, (fn, sequences, outputs_info, "
+                f"non_sequences, n_steps), not JAX's (f, init, xs): pass keywords, e.g. "
+                f"ns.scan(fn, sequences=xs, outputs_info=init)")
         seqs.append(arr)
         seq_layouts.append(SeqLayout(taps))
 
@@ -188,6 +198,8 @@ def normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_grad
             continue
         else:
             init, taps = o, (-1,)
+        if taps == (-1,):
+            _one_state(init, what)
         if any(t >= 0 for t in taps):
             raise ScanError(f"{what}: output taps must be negative (past steps), found "
                             f"{list(taps)}")
@@ -230,6 +242,9 @@ def normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_grad
         n = int(n_steps)
         if n < 0:
             raise ScanError(f"n_steps: expected a non-negative int, found {n}")
+        if n >= 2**63:
+            raise ScanError(f"n_steps: expected an int below 2**63 (compiled loops count steps "
+                            f"in int64), found {n}")
         for i, (s, sl, ms) in enumerate(zip(seqs, seq_layouts, max_steps)):
             if ms < n:
                 raise ScanError(
@@ -237,11 +252,98 @@ def normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_grad
                     f"needs length {n + sl.m + sl.M}, found {_length(s)}")
     if not isinstance(truncate_gradient, (int, np.integer)):
         raise TypeError(f"truncate_gradient: expected an int, found {truncate_gradient!r}")
-    if checkpoint is not None and checkpoint != "sqrt" and not (
-            isinstance(checkpoint, (int, np.integer)) and checkpoint >= 1):
-        raise ValueError(f"checkpoint: expected None, a positive int or 'sqrt', found "
-                         f"{checkpoint!r}")
+    _check_checkpoint(checkpoint)
     return ScanArgs(fn, seqs, seq_layouts, inits, out_taps, nonseqs, n, bool(go_backwards),
                     int(truncate_gradient), name, strict, return_list, checkpoint,
                     keep_last=keep_last, parallel=parallel, mode=mode,
                     state_avals=state_avals)
+
+
+def _check_checkpoint(checkpoint):
+    """None, a positive int (not a bool: True is not "every step") or "sqrt"."""
+    if checkpoint is None or (isinstance(checkpoint, str) and checkpoint == "sqrt"):
+        return
+    expected = "expected None, a positive int or 'sqrt'"
+    if isinstance(checkpoint, (bool, np.bool_)) or not isinstance(
+            checkpoint, (int, np.integer, str)):
+        raise TypeError(f"checkpoint: {expected} (store every N-th state), found "
+                        f"{checkpoint!r} ({type(checkpoint).__name__})")
+    if isinstance(checkpoint, str) or checkpoint < 1:
+        raise ValueError(f"checkpoint: {expected}, found {checkpoint!r}")
+
+
+def _one_state(init, what):
+    """An initial state with taps [-1] is one array: a tuple or list holding arrays is the
+    states of several outputs (JAX's carry), which outputs_info lists flat."""
+    if isinstance(init, (tuple, list)) and any(
+            isinstance(v, (Tracer, Shared, np.ndarray, tuple, list)) or _is_device_array(v)
+            for v in init):
+        raise ScanError(
+            f"{what}: expected one initial state (an array) per output, found a "
+            f"{type(init).__name__} of {len(init)} values; a tuple or list of states means "
+            f"several outputs: list them flat, outputs_info=[s0, s1, ...] (each entry an "
+            f"array, dict(initial=..., taps=[...]) or None), and return one array per output "
+            f"from the step (np.stack(...) makes one state of several arrays)")
+
+
+def check_arity(sa: ScanArgs):
+    """Raise when the step cannot take the arguments scan passes: every tap of every
+    sequence, then every tap of every fed-back output, then the non_sequences (SPEC section
+    1). Called when calling the step raised a TypeError (no cost to a step that runs)."""
+    passed = [f"sequences[{i}][t{_offset(tap)}]" for i, sl in enumerate(sa.seq_layouts)
+              for tap in sl.taps]
+    passed += [f"output {i} at t{_offset(tap)}" for i, taps in enumerate(sa.out_taps)
+               for tap in taps]
+    passed += [f"non_sequences[{i}]" for i in range(len(sa.nonseqs))]
+    target = getattr(sa.fn, "fn", sa.fn)   # an ns.jit step: the function it wraps
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):        # a builtin or a compiled function: not checked
+        return
+    try:
+        sig.bind(*passed)
+    except TypeError as exc:
+        name = getattr(target, "__qualname__", None) or type(target).__name__
+        raise TypeError(
+            f"fn: scan calls the step with {len(passed)} argument(s) "
+            f"({', '.join(passed) or 'none'}), but {name}{sig} does not accept them ({exc}); "
+            f"scan passes the sequence slices (every tap of every sequence), then the previous "
+            f"outputs (every tap of every outputs_info entry that is not None), then the "
+            f"non_sequences") from None
+
+
+def _offset(tap):
+    return f"{tap:+d}" if tap else ""
+
+
+@functools.lru_cache(maxsize=None)
+def machine_memory():
+    """Bytes of this machine's physical memory (None when the platform does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_buffer_bytes(n_steps, buffers):
+    """Raise, before anything is allocated, when the buffers of a scan of `n_steps` steps
+    would not fit in this machine's memory (nor NumPy's index range). `buffers`: (rows,
+    dtype, step shape) of each buffer the mode allocates; reduce/foldl keep a few rows."""
+    need = sum(int(rows) * math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
+               for rows, dtype, shape in buffers)
+    memory = machine_memory()
+    limit = min(memory, 2**63 - 1) if memory else 2**63 - 1
+    if need > limit:
+        where = f"this machine's memory ({_bytes(limit)})" if memory else "NumPy's limit"
+        raise ScanError(
+            f"n_steps: {n_steps} steps need output buffers of {need} bytes ({_bytes(need)}), "
+            f"more than {where}; pass a smaller n_steps, or keep only the last state with "
+            f"ns.reduce / ns.foldl")
+
+
+def _bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return f"{n:.1f} EiB"

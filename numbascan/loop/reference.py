@@ -16,8 +16,10 @@ from .. import random as nsrandom
 from ..core.context import current_trace
 from ..core.layout import OutLayout
 from ..shared import Updates, _PYTHON_STATES
-from .args import ScanArgs, ScanError, _MODE
-from .step import _check_update, check_step_outputs, split_step_result, trace_step
+from ..trace.tracer import TracingError
+from .args import ScanArgs, ScanError, _MODE, check_buffer_bytes
+from .step import (_check_update, call_step, check_returned_value, check_step_outputs,
+                   split_step_result, trace_step)
 
 # ------------------------------------------------------------------------------------------------
 # random draws: one hook for traces and python-mode steps
@@ -105,6 +107,8 @@ def in_python_step() -> bool:
 def scan_python(sa: ScanArgs, on_step=None):
     """Run the scan in a Python loop; `on_step(n)` (when given) after each step, `n` the steps
     run so far."""
+    if sa.strict:
+        _check_strict(sa)
     n = sa.n_steps
     seqs = [_readonly(np.asarray(s)) for s in sa.seqs]
     nonseqs = [_readonly(np.asarray(v)) for v in sa.nonseqs]
@@ -127,10 +131,15 @@ def scan_python(sa: ScanArgs, on_step=None):
             for k, (_, ol) in enumerate(fed):
                 args += [_readonly(hist[k][ol.window_row(tap)]) for tap in ol.taps]
             args += nonseqs
-            outputs, updates, cond = split_step_result(sa.fn(*args))
+            outputs, updates, cond = split_step_result(call_step(sa, sa.fn, args))
+            for i, o in enumerate(outputs):
+                check_returned_value(f"output {i}", o)
             outputs = [np.asarray(o) for o in outputs]
             check_step_outputs(sa, outputs, [(o.dtype, o.shape) for o in outputs])
             if collected is None:
+                # the buffers a compiled loop allocates before its first step, checked here
+                # before the list of kept steps can grow
+                check_buffer_bytes(n, _buffers(sa, outputs, updates))
                 collected = [[] for _ in outputs]
                 shared_keys = list(updates)
             for c, o in zip(collected, outputs):
@@ -142,6 +151,7 @@ def scan_python(sa: ScanArgs, on_step=None):
             # every new value is read before any is written: updates are simultaneous
             new_values = []
             for k, v in updates.items():
+                check_returned_value(f"updates[{k!r}]", v)
                 v = np.array(v)
                 _check_update(k, v.dtype, v.shape)
                 new_values.append((id(k), v))
@@ -151,6 +161,7 @@ def scan_python(sa: ScanArgs, on_step=None):
             if on_step is not None:
                 on_step(n_run)
             if cond is not None:
+                check_returned_value("until", cond)
                 cond = np.asarray(cond)
                 if cond.shape != ():
                     raise ScanError(f"until: the condition must be a scalar, found shape "
@@ -185,3 +196,28 @@ def _last(a, i, sa):
         init = np.asarray(sa.inits[i])
         return init.copy() if taps == (-1,) else init[-1].copy()
     raise ScanError("reduce/foldl with n_steps=0 has no last step for a map output")
+
+
+def _buffers(sa, outputs, updates):
+    """(rows, dtype, step shape) of each buffer the compiled loop (runtime/cpu.py) allocates
+    for this scan: the step's outputs (every step kept, or only the last), then the updated
+    shared variables (their last value)."""
+    keep = "last" if sa.keep_last else "all"
+    bufs = []
+    for i, o in enumerate(outputs):
+        taps = sa.out_taps[i] if i < len(sa.out_taps) else ()
+        bufs.append((OutLayout(taps, keep).buffer_rows(sa.n_steps), o.dtype, o.shape))
+    for k in updates:
+        rows = OutLayout((-1,), keep="last").buffer_rows(sa.n_steps)
+        bufs.append((rows, k.dtype, tuple(k.shape)))
+    return bufs
+
+
+def _check_strict(sa):
+    """strict=True (Theano's meaning) checked as in compiled modes, on the traced step: fn may
+    not read arrays from its closure or globals, nor shared variables it does not update.
+    A step numbascan cannot trace is not checked, as in the compiled modes."""
+    try:
+        trace_step(sa)
+    except TracingError:
+        pass

@@ -16,7 +16,7 @@ from ..core.layout import Layout, OutLayout
 from ..shared import Shared
 from ..trace.captures import with_traced_captures
 from ..trace.tracer import RunTracer, Trace, Tracer, TracingError
-from .args import ScanArgs, ScanError, until
+from .args import ScanArgs, ScanError, check_arity, until
 
 
 # ------------------------------------------------------------------------------------------------
@@ -42,6 +42,49 @@ def split_step_result(ret, where="fn"):
             raise TypeError(f"{where}: an updates dict must map ns.shared variables to new "
                             f"values, found key {type(k).__name__}")
     return outputs, updates, cond
+
+
+def check_returned_value(what, value):
+    """What the step returned for `what` (output i, an update, the until condition) must be
+    one numeric array or number (a Shared stands for its value); the same check, and message,
+    in every mode. A tuple or list of plain numbers is one array; one holding arrays is not."""
+    if isinstance(value, (Tracer, Shared)):
+        return
+    if isinstance(value, (tuple, list)) and any(
+            isinstance(v, (Tracer, Shared, np.ndarray, tuple, list)) for v in value):
+        raise ScanError(
+            f"{what}: the step returned {_describe(value)}, where scan expects one array; a "
+            f"step returns its outputs as one flat tuple (out0, out1, ...) with one "
+            f"outputs_info entry per output (np.stack(...) makes one array of several)")
+    if value is None:
+        raise TypeError(f"{what}: the step returned None, but scan expects a numeric array "
+                        f"(bool, int or float); does the step end with `return`?")
+    try:
+        dtype = np.asarray(value).dtype
+    except ValueError:                    # a ragged nesting of numbers
+        raise ScanError(f"{what}: the step returned {_describe(value)}, which is not one "
+                        f"array; return one numeric array per output") from None
+    if dtype.kind not in "biuf":
+        found = (f"an array of dtype {dtype}" if isinstance(value, np.ndarray) else
+                 f"a {dtype} scalar" if isinstance(value, np.generic) else
+                 f"a {type(value).__name__} (NumPy dtype {dtype})")
+        raise TypeError(
+            f"{what}: the step returned {found}, but scan expects a numeric array (bool, int "
+            f"or float); convert it, e.g. np.real(...) or .astype(np.float64)")
+
+
+def _describe(value, depth=0):
+    """A short description of a returned value for error messages: its type, the shape of
+    an array, the items of a tuple or list."""
+    if isinstance(value, (tuple, list)):
+        if depth > 1:
+            return f"a {type(value).__name__}"
+        inner = ", ".join(_describe(v, depth + 1) for v in value[:4])
+        more = ", ..." if len(value) > 4 else ""
+        return f"a {type(value).__name__} of {len(value)} ({inner}{more})"
+    if isinstance(value, (Tracer, np.ndarray)):
+        return f"an array of shape {tuple(value.shape)}"
+    return type(value).__name__
 
 
 def check_step_outputs(sa: ScanArgs, outputs, avals):
@@ -93,6 +136,17 @@ class TracedStep:
     created: dict = field(default_factory=dict)   # constants made while tracing
 
 
+def call_step(sa: ScanArgs, fn, args):
+    """fn(*args), for the step of `sa` (fn: the step or its traced rebuild); a step that
+    cannot take the arguments scan passes raises an error saying which they are."""
+    try:
+        return fn(*args)
+    except TypeError as err:
+        if not isinstance(err, TracingError):
+            check_arity(sa)
+        raise
+
+
 def step_name(sa: ScanArgs):
     fn = getattr(sa.fn, "fn", sa.fn)
     name = getattr(fn, "__qualname__", None) or type(fn).__name__
@@ -104,12 +158,13 @@ def trace_step(sa: ScanArgs) -> TracedStep:
         args = [tr.new_arg(d, s) for d, s in sa.arg_avals()]
         fn, capture_names = with_traced_captures(getattr(sa.fn, "fn", sa.fn), tr)
         try:
-            ret = fn(*args)
+            ret = call_step(sa, fn, args)
         except TracingError as err:
             err.add_context(f"step function {step_name(sa)}")
             raise
         outputs, updates, cond = split_step_result(ret)
         for i, o in enumerate(outputs):
+            check_returned_value(f"output {i}", o)
             if isinstance(o, RunTracer):
                 raise ScanError(
                     f"output {i}: the step returned the rows of a scan that stops early "
@@ -120,11 +175,13 @@ def trace_step(sa: ScanArgs) -> TracedStep:
         check_step_outputs(sa, out_tracers, [(o.dtype, o.shape) for o in out_tracers])
         upd_values = []
         for k, v in updates.items():
+            check_returned_value(f"updates[{k!r}]", v)
             v = v if isinstance(v, Tracer) else _lift_const(tr, v)
             _check_update(k, v.dtype, v.shape)
             upd_values.append(v)
         cond_t = None
         if cond is not None:
+            check_returned_value("until", cond)
             cond_t = cond if isinstance(cond, Tracer) else _lift_const(tr, cond)
             if cond_t.shape != ():
                 raise ScanError(f"until: the condition must be a scalar, found shape "
@@ -167,9 +224,7 @@ def _lift_const(tr, value):
     A Shared stands for its value at the start of the step (its state input)."""
     if isinstance(value, Shared):
         return Tracer(tr, tr.shared_var(value))
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"fn: a step must return numeric arrays, found {type(value).__name__}")
+    arr = np.asarray(value)                   # numeric: check_returned_value ran
     if arr is not value:
         tr.created[id(arr)] = arr
     return Tracer(tr, tr.lift(arr))

@@ -5,17 +5,23 @@ function) is kept per (function code, argument signature, *what the function can
 it can see is every value reachable by name: closure cells, referenced globals and default
 arguments, followed into helper functions it calls. Arrays there enter the key by dtype and
 shape (their values are read at each call, through a recorded path); Python scalars by value
-(they are compiled in); modules, library functions, shared variables and random streams by
-identity. numbascan's own closures (what ns.grad and ns.vmap return) are seen through their cells
-(the user's function, its options); their globals are the library's own. A value of any other
-kind (an object whose attributes might change) makes the function uncacheable: it is traced at
-every call, which is always correct. `cache_info` counts the traces.
+(they are compiled in); shared variables by identity and the dtype and shape of their value;
+modules, library functions and random streams by identity. numbascan's own closures (what
+ns.grad and ns.vmap return) are seen through their cells (the user's function, its options);
+their globals are the library's own. A value of any other kind (an object whose attributes
+might change) makes the function uncacheable: it is traced at every call, which is always
+correct. `cache_info` counts the traces.
 
 Computing that key walks everything the function can see. A cached call can instead check
 `guards`, recorded on the same walk: every place a name was read (closure cell, globals entry,
 default, list item) still holds the very object it held then, and every array there still has
 its dtype and shape. Guards keep those objects alive, so an identity cannot be reused by a new
 object; a guard that fails only sends the call back to the full key.
+
+A shared variable is compiled in by the dtype and shape of its value, which `set_value` may
+change: the key holds them for each shared variable the function names, and every entry keeps
+`shared_guards` over each shared variable its trace read (however it was reached), checked on
+every hit, so code built for another shape is never reused (SPEC section 2).
 """
 
 from __future__ import annotations
@@ -135,7 +141,7 @@ def guards_hold(guards):
         elif kind == "attr":
             if getattr(obj, key, MISSING) is not expected:
                 return False
-        elif kind == "array":
+        elif kind == "array" or kind == "shared":           # an array, a Shared's value
             if obj.dtype != expected[0] or obj.shape != expected[1]:
                 return False
         elif kind == "item":
@@ -161,7 +167,11 @@ def _key_of(value, path, arrays, depth, guards):
         return ("a", value.dtype.str, value.shape)
     if isinstance(value, SCALARS):
         return ("v", type(value).__name__, value)
-    if isinstance(value, (types.ModuleType, Shared, RandomStreams, type)):
+    if isinstance(value, Shared):
+        # by identity and by what `set_value` may change: the dtype and shape compiled in
+        guards.append(("shared", value, None, (value.dtype, value.shape)))
+        return ("o", id(value), value.dtype.str, value.shape)
+    if isinstance(value, (types.ModuleType, RandomStreams, type)):
         return ("o", id(value))
     if isinstance(value, (tuple, list)) and len(value) <= 16:
         if isinstance(value, list):                    # a list may change in place
@@ -208,6 +218,11 @@ def function_key(fn, guards=None):
         return (id(target.__code__), visible_key(target, (), arrays, 0, guards)), arrays
     except (Uncacheable, AttributeError, TypeError):
         return None, None
+
+
+def shared_guards(shared):
+    """Guards on the dtype and shape of each shared variable a trace read (see `guards_hold`)."""
+    return [("shared", k, None, (k.dtype, k.shape)) for k in shared]
 
 
 def fetch(fn, path):
@@ -295,6 +310,7 @@ class CachedScan:
     fn: object
     readers: list
     capture_avals: list
+    shared_guards: list             # the traced dtype and shape of each shared variable read
     progress_fn: object = None      # the loop's progress variant, compiled when first asked for
 
 
@@ -320,10 +336,10 @@ def traced_scan(sa: ScanArgs, compile=True, progress=False):
     if key is not None:
         key = (key, signature)
         hit = _SCANS.get(key)
-        if hit is not None:
+        if hit is not None and guards_hold(hit.shared_guards):
             captures = read_captures(sa.fn, hit.readers, hit.capture_avals)
             if captures is not None:
-                _LAST[last_key] = (sa.fn, guards, hit, captures)
+                _LAST[last_key] = (sa.fn, guards + hit.shared_guards, hit, captures)
                 return hit.ts, _compiled(hit, compile, progress), captures
     ts = log.timed_trace(trace_step, sa)
     fn = compile_scan(ts.ir, ts.layout, progress) if compile else None
@@ -332,10 +348,11 @@ def traced_scan(sa: ScanArgs, compile=True, progress=False):
     if readers is not None:
         avals = [(np.asarray(c).dtype, np.shape(c)) if not isinstance(c, Shared) else None
                  for c in ts.captures]
-        entry = (CachedScan(ts, None, readers, avals, fn) if progress else
-                 CachedScan(ts, fn, readers, avals))
+        read = shared_guards(ts.shared_states + ts.shared_reads)
+        entry = (CachedScan(ts, None, readers, avals, read, fn) if progress else
+                 CachedScan(ts, fn, readers, avals, read))
         _SCANS[key] = entry
-        _LAST[last_key] = (sa.fn, guards, entry, ts.captures)
+        _LAST[last_key] = (sa.fn, guards + read, entry, ts.captures)
     return ts, fn, ts.captures
 
 
@@ -349,7 +366,9 @@ def _compiled(entry: CachedScan, compile, progress=False):
     return entry.fn
 
 
-_PROGRAMS: dict = {}     # (function key, argument signature, interpret) -> (program, compiled, readers, avals)
+# (function key, argument signature, interpret) ->
+#     (program, compiled, readers, avals, shared guards)
+_PROGRAMS: dict = {}
 
 
 def traced_program(fn, values, interpret=False, guards=None):
@@ -362,9 +381,10 @@ def traced_program(fn, values, interpret=False, guards=None):
         key = (key, tuple(("s", type(a).__name__, a) if isinstance(a, STATIC_TYPES) else
                           ("a", a.dtype.str, a.shape) for a in values), interpret)
         hit = _PROGRAMS.get(key)
-        if hit is not None:
+        if hit is not None and guards_hold(hit[4]):
             captures = read_captures(fn, hit[2], hit[3])
             if captures is not None:
+                guards.extend(hit[4])
                 return hit[0], hit[1], captures
     prog = log.timed_trace(trace_program, fn, values)
     compiled = None if interpret or asks_for_cuda(prog.ir) else compile_main(prog.ir)
@@ -373,7 +393,9 @@ def traced_program(fn, values, interpret=False, guards=None):
     if readers is not None:
         avals = [None if isinstance(c, Shared) else (np.asarray(c).dtype, np.shape(c))
                  for c in prog.captures]
-        _PROGRAMS[key] = (prog, compiled, readers, avals)
+        read = shared_guards(prog.shared)
+        _PROGRAMS[key] = (prog, compiled, readers, avals, read)
+        guards.extend(read)
     else:
         guards.clear()
     return prog, compiled, prog.captures

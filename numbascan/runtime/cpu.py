@@ -17,7 +17,7 @@ from ..codegen.cpu import render_scan_function
 from ..codegen.emit import Module
 from ..core.ir import IR
 from ..core.layout import Layout
-from ..loop.args import ScanArgs
+from ..loop.args import ScanArgs, check_buffer_bytes
 from ..loop.step import TracedStep
 from ..shared import Shared, Updates
 from ..trace.tracer import TracingError
@@ -78,7 +78,10 @@ def layout_buffers(layout: Layout, avals, inits, n: int, empty=np.empty,
     """One buffer per layout output for `n` steps, with its initial states written (core/layout.py
     fixes the rows). `avals`: (dtype, shape) of each output's value at one step; `inits`: the
     initial states of the fed-back outputs, in order. `empty(shape, dtype)` allocates a
-    buffer, `write_rows(rows, init, shape)` writes `init`, reshaped to `shape`, into `rows`."""
+    buffer, `write_rows(rows, init, shape)` writes `init`, reshaped to `shape`, into `rows`.
+    Buffers larger than the machine's memory are an error naming n_steps, before any is made."""
+    check_buffer_bytes(n, [(o.buffer_rows(n), dtype, shape)
+                           for o, (dtype, shape) in zip(layout.outs, avals)])
     bufs, fed = [], iter(inits)
     for o, (dtype, shape) in zip(layout.outs, avals):
         buf = empty((o.buffer_rows(n),) + tuple(shape), dtype)

@@ -34,19 +34,54 @@ class CudaUnavailable(RuntimeError):
     pass
 
 
-def cuda_module():
-    """numba.cuda, or a clear error saying what is missing."""
-    try:
-        from numba import cuda
-    except ImportError as err:        # pragma: no cover - numba without its CUDA target
-        raise CudaUnavailable(
-            "mode='cuda' needs numba-cuda: pip install 'numbascan[cuda]'") from err
-    if not cuda.is_available():
-        raise CudaUnavailable(
-            "mode='cuda' found no usable GPU (numba.cuda.is_available() is False); install "
-            "numba-cuda ('pip install numbascan[cuda]') on a machine with an NVIDIA driver, or "
-            "set NUMBA_ENABLE_CUDASIM=1 to run kernels in numba's CUDA simulator")
+def _import_numba_cuda():
+    from numba import cuda
     return cuda
+
+
+def cuda_module():
+    """numba.cuda, or a clear error saying what is missing: numba-cuda itself, the NVIDIA
+    driver, a GPU, or NVVM (the CUDA compiler numba-cuda needs)."""
+    try:
+        cuda = _import_numba_cuda()
+    except ImportError as err:
+        raise CudaUnavailable(
+            f"mode='cuda' needs numba-cuda, which is not installed ({err}): "
+            f"pip install 'numbascan[cuda]'") from err
+    if not cuda.is_available():
+        raise CudaUnavailable(f"mode='cuda' {_what_is_missing(cuda)}")
+    return cuda
+
+
+SIMULATOR_HINT = "or set NUMBA_ENABLE_CUDASIM=1 to run kernels in numba's CUDA simulator"
+
+
+def _what_is_missing(cuda):
+    """Why numba.cuda is not available, in words: numba-cuda's record of its driver's
+    initialisation (`cuda.cuda_error()`: no driver, no device), else its compiler (NVVM)."""
+    error = cuda.cuda_error() if hasattr(cuda, "cuda_error") else None
+    error = " ".join(str(error).split()) if error else ""
+    if error:
+        if "cannot be found" in error or "not found" in error:
+            return (f"found no NVIDIA driver: numba-cuda is installed, but the CUDA driver "
+                    f"library (libcuda) is not on this machine ({error}); install the NVIDIA "
+                    f"driver on a machine with an NVIDIA GPU, {SIMULATOR_HINT}")
+        if "NO_DEVICE" in error or "no CUDA-capable device" in error:
+            return (f"found no GPU: numba-cuda and the NVIDIA driver are installed, but the "
+                    f"driver reports no CUDA device ({error}); run on a machine with an "
+                    f"NVIDIA GPU (check CUDA_VISIBLE_DEVICES), {SIMULATOR_HINT}")
+        return (f"cannot use the GPU: the CUDA driver failed to initialise ({error}); "
+                f"{SIMULATOR_HINT}")
+    try:
+        from numba.cuda.cudadrv import nvvm
+        nvvm_ok = nvvm.is_available()
+    except Exception:                      # pragma: no cover - other numba-cuda layouts
+        nvvm_ok = True
+    if not nvvm_ok:
+        return ("found no NVVM, the CUDA compiler numba-cuda needs: install numba-cuda with "
+                "its CUDA libraries, pip install 'numbascan[cuda]' (numba-cuda[cu12])")
+    return (f"found no usable GPU (numba.cuda.is_available() is False); run on a machine "
+            f"with an NVIDIA GPU and its driver, {SIMULATOR_HINT}")
 
 
 def compile_kernel(step, layout, pattern):

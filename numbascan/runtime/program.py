@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.ir import eval_ir
+from ..core.ir import check_dtype, eval_ir
 from ..shared import Shared
 from ..trace.program import STATIC_TYPES, _unflatten
 from .cache import guards_hold, traced_program
@@ -122,4 +122,5 @@ def _checked(a, i):
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"argument {i}: expected a numeric array, found {type(a).__name__} "
                         f"with dtype {arr.dtype}")
+    check_dtype(arr.dtype, f"argument {i}")
     return arr

@@ -158,8 +158,10 @@ class Trace:
             return Lit(x)
         arr = x if isinstance(x, np.ndarray) else np.asarray(x)
         if arr.dtype.kind not in "biuf":
-            raise TypeError(f"expected a numeric array, found {type(x).__name__} "
-                            f"with dtype {arr.dtype}")
+            # a TracingError: an eager scan then runs the step untraced, whose first step in
+            # the reference loop raises what python mode raises (naming the output, if any)
+            raise TracingError(f"a {type(x).__name__} value with dtype {arr.dtype}",
+                               "numbascan traces bool, int and float arrays only")
         if arr is not x:                      # a list or tuple: a constant built in the function
             self.created[id(arr)] = arr
         return self._capture(arr, arr.dtype, arr.shape)
@@ -168,6 +170,16 @@ class Trace:
     def bind(self, prim, inputs, **params):
         ins = [self.lift(x) for x in inputs]
         avals = primitives.abstract_eval(prim, ins, params)
+        dtypes = [np.dtype(v.dtype) for v in ins] + [np.dtype(d) for d, _ in avals]
+        if np.float16 in dtypes:
+            # NumPy's own result for some operands (np.sqrt of an int8, astype(np.float16)), or
+            # a float16 constant; not a TracingError: numba cannot run such a step untraced either
+            found = ", ".join(d.name for d in dtypes[:len(ins)])
+            raise TypeError(f"{prim} of ({found}): expected bool, integer, float32 or float64 "
+                            f"values, found float16 (NumPy's result for these operands, or a "
+                            f"float16 constant), which numbascan does not support (numba "
+                            f"compiles no float16 code); convert to float32 first, e.g. "
+                            f"x.astype(np.float32)")
         outs = [Var(np.dtype(d), tuple(s)) for d, s in avals]
         self.eqns.append(make_eqn(prim, ins, outs, params))
         return [Tracer(self, v) for v in outs]
