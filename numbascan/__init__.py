@@ -1,7 +1,8 @@
 """numbascan: Theano's scan on Numba — compiled recurrences with forward and reverse derivatives.
 
 The public names of the contract (SPEC): scan and its family, shared state, random streams,
-derivatives, compilation and batching.
+derivatives, compilation and batching; `numbascan.lax` (`ns.lax`) is JAX's loop API on the
+same engine.
 """
 
 from ._version import __version__                                # noqa: F401
@@ -22,8 +23,9 @@ from .trace.tracer import TracingError                           # noqa: E402
 from .api.vmap import vmap                                       # noqa: E402
 from .runtime.cuda import CudaUnavailable                        # noqa: E402
 from .runtime.cache import cache_info                            # noqa: E402
+from . import lax                                                # noqa: E402
 
 __all__ = ["scan", "map", "reduce", "foldl", "foldr", "until", "shared", "Shared", "Updates",
            "RandomStreams", "jit", "show", "TracingError", "grad", "value_and_grad", "jvp", "vjp",
            "jacobian", "jacfwd", "jacrev", "hessian", "DerivativeError", "vmap", "CudaUnavailable",
-           "cache_info"]
+           "cache_info", "lax"]

@@ -268,9 +268,9 @@ def test_unsupported_op_in_jit_body():
 
     @ns.jit
     def solve(A, b):
-        return np.linalg.solve(A, b) + 1
+        return np.median(A, axis=0) + b
 
-    raises((TypeError, ValueError), r"np\.linalg\.solve", lambda: solve(A, b), A, b)
+    raises((TypeError, ValueError), r"np\.median", lambda: solve(A, b), A, b)
 
 
 def test_unsupported_op_in_scan_step_under_jit():
@@ -278,11 +278,11 @@ def test_unsupported_op_in_scan_step_under_jit():
 
     @ns.jit
     def f(A, x0):
-        r, _ = ns.scan(lambda x, A: np.linalg.solve(A, x), outputs_info=x0, non_sequences=A,
-                       n_steps=3)
+        r, _ = ns.scan(lambda x, A: np.median(A, axis=0) * x, outputs_info=x0,
+                       non_sequences=A, n_steps=3)
         return r
 
-    raises((TypeError, ValueError), r"np\.linalg\.solve", lambda: f(A, x0), A, x0)
+    raises((TypeError, ValueError), r"np\.median", lambda: f(A, x0), A, x0)
 
 
 def test_unsupported_op_error_names_the_step():
@@ -290,15 +290,15 @@ def test_unsupported_op_error_names_the_step():
     A, x0 = np.eye(2) * 2, np.ones(2)
 
     def my_solver_step(x, A):
-        return np.linalg.solve(A, x)
+        return np.median(A, axis=0) * x
 
     @ns.jit
     def f(A, x0):
         r, _ = ns.scan(my_solver_step, outputs_info=x0, non_sequences=A, n_steps=3)
         return r
 
-    raises((TypeError, ValueError), r"(np\.linalg\.solve.*my_solver_step|"
-                                    r"my_solver_step.*np\.linalg\.solve)",
+    raises((TypeError, ValueError), r"(np\.median.*my_solver_step|"
+                                    r"my_solver_step.*np\.median)",
            lambda: f(A, x0), A, x0)
 
 

@@ -22,7 +22,7 @@ def cpu_mode_warns(pattern, fn, **kwargs):
 
 
 def normalize_step(x):
-    return x / np.linalg.norm(x)
+    return x / np.median(x)
 
 
 def test_untraceable_numpy_function():
@@ -33,9 +33,9 @@ def test_untraceable_numpy_function():
 
     def step(s, x):
         y = x * s + 1.0
-        return y / np.linalg.norm(y)
+        return y / np.median(y)
 
-    got, _ = cpu_mode_warns(r"np\.linalg\.norm", step, **kwargs)
+    got, _ = cpu_mode_warns(r"np\.median", step, **kwargs)
     ref, _ = python_mode(step, **kwargs)
     np.testing.assert_allclose(got, ref, rtol=1e-12)
     assert got.shape == (3, 2) and got.dtype == np.float64
@@ -52,7 +52,7 @@ def test_untraced_step_calling_a_python_helper():
     def step(s, x):
         return normalize_step(x * s + 1.0)
 
-    got, _ = cpu_mode_warns(r"np\.linalg\.norm", step, **kwargs)
+    got, _ = cpu_mode_warns(r"np\.median", step, **kwargs)
     ref, _ = python_mode(step, **kwargs)
     np.testing.assert_allclose(got, ref, rtol=1e-12)
     assert got.shape == (3, 2) and got.dtype == np.float64
@@ -74,14 +74,14 @@ def test_python_if_on_a_value():
 
 def test_untraced_step_with_taps_and_non_sequences():
     def step(s_prev, s_next, x2, x1, w):
-        return np.linalg.norm(s_next - s_prev) * w + 0.5 * x2 - 0.25 * x1
+        return np.median(s_next - s_prev) * w + 0.5 * x2 - 0.25 * x1
 
     S = np.arange(12.0).reshape(6, 2) ** 1.5
     X0 = np.array([[1.0, 0.0], [0.0, 1.0]])
     w = np.array([0.1, -0.2])
     kwargs = dict(sequences=dict(input=S, taps=[-1, 1]),
                   outputs_info=dict(initial=X0, taps=[-2, -1]), non_sequences=w)
-    got, _ = cpu_mode_warns(r"np\.linalg\.norm", step, **kwargs)
+    got, _ = cpu_mode_warns(r"np\.median", step, **kwargs)
     ref, _ = python_mode(step, **kwargs)
     assert got.shape == ref.shape == (4, 2)
     np.testing.assert_allclose(got, ref, rtol=1e-12)
@@ -89,13 +89,13 @@ def test_untraced_step_with_taps_and_non_sequences():
 
 def test_untraced_step_go_backwards_and_map_output():
     def step(s, x):
-        y = np.linalg.norm(s) + x
+        y = np.median(s) + x
         return y, y * 2.0
 
     S = np.arange(8.0).reshape(4, 2)
     x0 = np.float64(0.0)
     kwargs = dict(sequences=S, outputs_info=[x0, None], go_backwards=True)
-    got, _ = cpu_mode_warns(r"np\.linalg\.norm", step, **kwargs)
+    got, _ = cpu_mode_warns(r"np\.median", step, **kwargs)
     ref, _ = python_mode(step, **kwargs)
     for g, r in zip(got, ref):
         np.testing.assert_allclose(g, r, rtol=1e-12)
@@ -103,11 +103,11 @@ def test_untraced_step_go_backwards_and_map_output():
 
 def test_untraced_foldl_keeps_last():
     def step(s, x):
-        return x + np.linalg.norm(s)
+        return x + np.median(s)
 
     S = np.arange(6.0).reshape(3, 2)
     x0 = np.float64(1.0)
-    with pytest.warns(UserWarning, match=r"np\.linalg\.norm"):
+    with pytest.warns(UserWarning, match=r"np\.median"):
         got, _ = ns.foldl(step, sequences=S, outputs_info=x0, mode="cpu")
     ref, _ = ns.foldl(step, sequences=S, outputs_info=x0, mode="python")
     assert np.shape(got) == ()
@@ -116,7 +116,7 @@ def test_untraced_foldl_keeps_last():
 
 def test_untraced_step_shape_mismatch_is_an_error():
     def step(x):
-        return np.linalg.norm(x) * np.ones(3)
+        return np.median(x) * np.ones(3)
 
     x0 = np.ones(2)
     with warnings.catch_warnings():
@@ -131,7 +131,7 @@ def test_untraced_step_reads_closure_at_call_time():
     C = np.array([1.0, 2.0])
 
     def step(x):
-        return x + C * np.linalg.norm(C)
+        return x + C * np.median(C)
 
     x0 = np.zeros(2)
     with warnings.catch_warnings():
@@ -149,8 +149,8 @@ def test_untraced_derivative_is_an_error_naming_the_operation():
         pytest.skip("ns.grad not available yet")
 
     def cost(x0):
-        r, _ = ns.scan(lambda x: x / np.linalg.norm(x), outputs_info=x0, n_steps=2)
+        r, _ = ns.scan(lambda x: x / np.median(x), outputs_info=x0, n_steps=2)
         return r[-1].sum()
 
-    with pytest.raises((TypeError, ValueError), match=r"np\.linalg\.norm"):
+    with pytest.raises((TypeError, ValueError), match=r"np\.median"):
         ns.grad(cost)(np.array([3.0, 4.0]))

@@ -741,7 +741,7 @@ def test_untraceable_step_derivative_names_the_operation(rng, mode):
     x = randn(rng, T, 2)
 
     def f(x):
-        h, _ = ns.scan(lambda xt, h: h * 0.5 + np.linalg.norm(xt) * xt, sequences=x,
+        h, _ = ns.scan(lambda xt, h: h * 0.5 + np.median(xt) * xt, sequences=x,
                        outputs_info=np.ones(2))
         return np.sum(h)
 
@@ -750,10 +750,10 @@ def test_untraceable_step_derivative_names_the_operation(rng, mode):
         value = f(x)
     h, expected = np.ones(2), 0.0
     for xt in x:
-        h = h * 0.5 + np.linalg.norm(xt) * xt
+        h = h * 0.5 + np.median(xt) * xt
         expected += np.sum(h)
     close(value, expected, "forward value of the untraced step")
-    with pytest.raises(Exception, match=r"np\.linalg\.norm"):
+    with pytest.raises(Exception, match=r"np\.median"):
         ns.grad(f)(x)
-    with pytest.raises(Exception, match=r"np\.linalg\.norm"):
+    with pytest.raises(Exception, match=r"np\.median"):
         ns.jvp(f, (x,), (np.ones_like(x),))

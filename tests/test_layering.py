@@ -45,7 +45,8 @@ RANKS = {
     "numbascan.codegen": 5,      # IR -> source
     "numbascan.runtime": 6,      # caches, drivers, compiled calls
     "numbascan.api": 7,          # ns.scan, ns.jit, ns.vmap, ns.grad ...
-    "numbascan": 8,              # the package's public names
+    "numbascan.lax": 8,          # `import numbascan.lax`: the public name of api/lax.py
+    "numbascan": 9,              # the package's public names (it imports numbascan.lax: ns.lax)
 }
 
 

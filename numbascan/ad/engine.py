@@ -83,6 +83,8 @@ def jvp_rule(e, ins, outs, tins):
     ans = outs[0]
     if prim in rules.ZERO_DERIVATIVE or not differentiable(e.outputs[0]):
         return [None] * len(outs)
+    if len(outs) > 1 and prim in rules.JVP:   # a rule of several outputs sees all, gives a list
+        return rules.JVP[prim](tins, tuple(outs), *ins, **p)
     if prim in rules.ELEMENTWISE:
         total = None
         for rule, t in zip(rules.ELEMENTWISE[prim], tins):
@@ -168,6 +170,8 @@ class Backward:
 def vjp_rule(e, ins, outs, gs):
     prim, p = e.prim, e.p
     g, ans = gs[0], outs[0]
+    if len(outs) > 1 and prim in rules.TRANSPOSE:     # a rule of several outputs sees all
+        return rules.TRANSPOSE[prim](tuple(gs), tuple(outs), *ins, **p)
     if prim in rules.ZERO_DERIVATIVE:
         return [None] * len(ins)
     if prim in rules.ELEMENTWISE:

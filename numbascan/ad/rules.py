@@ -5,7 +5,8 @@ written with NumPy on tracers (`ans` is the output, `x, y, ...` the inputs). Bec
 derivatives are diagonal, the same entry is the forward rule (g = the input's tangent) and the
 reverse rule (g = the output's cotangent, then summed over broadcast axes).
 Linear primitives: the forward rule applies the primitive to the tangent; `TRANSPOSE[prim]`
-is the reverse rule. `None` marks an input without a derivative.
+is the reverse rule. `None` marks an input without a derivative. A rule of a primitive with
+several outputs (slogdet) sees them all: `ans` and `g` are tuples, a JVP rule gives a list.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 
 import numpy as np
 
+from ..trace.linalg import solve_triangular
 from ..trace.tracer import bind, constant
 
 ZERO_DERIVATIVE = {  # piecewise constant, integer- or bool-valued: no derivative
@@ -152,6 +154,13 @@ TRANSPOSE = {   # reverse rules of linear and structural primitives: g -> input 
         [_expand(g, x, axes, keepdims) * _expand(ans, x, axes, keepdims) / x],
     "reduce_max": lambda g, ans, x, axes, keepdims: [_extremum(g, ans, x, axes, keepdims)],
     "reduce_min": lambda g, ans, x, axes, keepdims: [_extremum(g, ans, x, axes, keepdims)],
+    # linear algebra (x = ans; slogdet's g and ans are the pairs (sign, logabsdet))
+    "solve": lambda g, x, a, b: _solve_cotangents(np.linalg.solve(a.T, g), x),
+    "triangular_solve": lambda g, x, a, b, lower, transpose: _triangular_cotangents(
+        solve_triangular(a, g, trans=not transpose, lower=lower), x, lower, transpose),
+    "slogdet": lambda g, ans, a: [None if g[1] is None else g[1] * np.linalg.inv(a).T],
+    "cholesky": lambda g, L, a: [_phi(_symmetric_part_cotangent(
+        _inverse_sandwich(L, _phi(L.T @ g), transpose=True)))],
 }
 
 
@@ -167,6 +176,14 @@ JVP = {   # forward rules of nonlinear, non-elementwise primitives: tangents -> 
         lambda ans, x, axes, keepdims: _expand(ans, x, axes, keepdims) / x)(ts[0], ans, x, **p),
     "reduce_max": lambda ts, ans, x, **p: _reduce_jvp(_share)(ts[0], ans, x, **p),
     "reduce_min": lambda ts, ans, x, **p: _reduce_jvp(_share)(ts[0], ans, x, **p),
+    # linear algebra: dx = A^-1 (db - dA x); d log|det A| = trace(A^-1 dA); the Cholesky
+    # factor's L Phi(L^-1 dS L^-T), dS the symmetric matrix of dA's lower triangle
+    "solve": lambda ts, x, a, b: np.linalg.solve(a, _add(ts[1], _minus_product(ts[0], x))),
+    "triangular_solve": lambda ts, x, a, b, lower, transpose: solve_triangular(
+        a, _add(ts[1], _minus_product(_op(_triangle(ts[0], lower), transpose), x)),
+        trans=transpose, lower=lower),
+    "slogdet": lambda ts, ans, a: [None, _trace(np.linalg.solve(a, ts[0]))],
+    "cholesky": lambda ts, L, a: L @ _phi(_inverse_sandwich(L, _phi(ts[0]) + _phi(ts[0]).T)),
 }
 
 
@@ -192,3 +209,61 @@ JVP_RULES: dict = {}            # prim -> (eqn, ins, tangents) -> (outs, tangent
 VJP_FORWARD_RULES: dict = {}    # prim -> (eqn, ins, live) -> (outs, saved)
 VJP_BACKWARD_RULES: dict = {}   # prim -> (eqn, ins, outs, cotangents, saved) -> in cts
 VJP_PASSES: dict = {}           # name -> (ir -> (ir, values of its new inputs))
+
+
+# -- linear algebra helpers (x is a solve's solution, 1-d or 2-d like its right-hand side) ------
+
+def _minus_product(t, x):
+    return None if t is None else -(t @ x)
+
+
+def _op(m, transpose):
+    return None if m is None else m.T if transpose else m
+
+
+def _outer(g, x):
+    """g x^T for the columns of a right-hand side (vectors: the outer product)."""
+    return np.outer(g, x) if np.ndim(x) == 1 else g @ x.T
+
+
+def _solve_cotangents(gb, x):
+    """Cotangents (of A, of b) of x = A^-1 b, from gb = A^-T g: gA = -gb x^T."""
+    return [-_outer(gb, x), gb]
+
+
+def _triangle_mask(n, lower, dtype, diagonal=1.0):
+    """The 0/1 mask of an n x n matrix's lower (or upper) triangle, `diagonal` on it."""
+    mask = np.tril(np.ones((n, n), dtype)) if lower else np.triu(np.ones((n, n), dtype))
+    np.fill_diagonal(mask, diagonal)
+    return constant(mask)
+
+
+def _triangle(m, lower):
+    """The triangle of `m` that a triangular solve reads (the other entries: zero)."""
+    return None if m is None else m * _triangle_mask(m.shape[0], lower, m.dtype)
+
+
+def _triangular_cotangents(gb, x, lower, transpose):
+    """Cotangents of x = op(A)^-1 b from gb = op(A)^-T g: g op(A) = -gb x^T, on A's triangle."""
+    return [_triangle(_op(-_outer(gb, x), transpose), lower), gb]
+
+
+def _trace(m):
+    return np.sum(m * constant(np.eye(m.shape[0], dtype=m.dtype)))
+
+
+def _phi(m):
+    """The lower triangle of m with its diagonal halved."""
+    return m * _triangle_mask(m.shape[0], True, m.dtype, diagonal=0.5)
+
+
+def _inverse_sandwich(L, s, transpose=False):
+    """L^-1 s L^-T for a lower triangular L (L^-T s L^-1 when `transpose`): with y = L^-1 s,
+    the product is (L^-1 y^T)^T."""
+    y = solve_triangular(L, s, trans=transpose, lower=True)
+    return solve_triangular(L, y.T, trans=transpose, lower=True).T
+
+
+def _symmetric_part_cotangent(g):
+    """Cotangent of dA for a function of the symmetric dS = Phi(dA) + Phi(dA)^T, without Phi."""
+    return g + g.T

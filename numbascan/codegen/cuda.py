@@ -30,6 +30,7 @@ loop rendered, by `scanloop.py`, as for the CPU loop):
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +38,7 @@ import numpy as np
 from ..core.ir import IR, Lit, Var
 from ..core.layout import Layout
 from ..core.primitives import REDUCE, TABLE
+from . import linalg as la
 from .emit import Lines, Module as CpuModule, _idx, dtype_src, literal_src, program_hash
 from .loopnest import Renderer
 from .scanloop import bind_step, render_step, render_time_loop, signature, time_params
@@ -47,10 +49,16 @@ import math
 import numpy as np
 from numba import cuda
 from numbascan.random import uniform_scalar, normal_scalar, binomial_scalar
+from numbascan.codegen.linalg import lu_solve_loops, slogdet_loops, cholesky_loops
+from numbascan.codegen.linalg import triangular_loops
 
 uniform_dev = cuda.jit(device=True)(uniform_scalar)
 normal_dev = cuda.jit(device=True)(normal_scalar)
 binomial_dev = cuda.jit(device=True)(binomial_scalar)
+lu_solve_dev = cuda.jit(device=True)(lu_solve_loops)
+slogdet_dev = cuda.jit(device=True)(slogdet_loops)
+cholesky_dev = cuda.jit(device=True)(cholesky_loops)
+triangular_dev = cuda.jit(device=True)(triangular_loops)
 
 {functions}
 '''
@@ -247,6 +255,33 @@ class CudaRenderer(Renderer):
         out(f"{R}[{_idx(self._unravel(f, res.shape))}] = "
             f"{self.name(x)}[{_idx(self._unravel(f, x.shape))}]")
         self.close_outer(out, (res.size,))
+
+    # -- linear algebra: codegen/linalg.py's loops as device functions ------------------------
+    LINALG_FUNCTIONS = {"solve": "lu_solve_dev", "slogdet": "slogdet_dev",
+                        "cholesky": "cholesky_dev", "triangular_solve": "triangular_dev"}
+
+    def scratch(self, shape, dtype, prefix="lu"):
+        """Each thread's own work buffer (a local array, also when lanes share the step's)."""
+        name = self.fresh(prefix)
+        self.alloc(f"{name} = cuda.local.array({tuple(int(s) for s in shape)!r}, "
+                   f"{dtype_src(dtype)})")
+        return name
+
+    @contextmanager
+    def one_thread(self, out, e):
+        """Lane 0 alone writes an array result that the lanes share (the barrier after the
+        equation publishes it); a scalar result every lane computes for itself."""
+        if self.lanes == 1 or all(v.shape == () for v in e.outputs):
+            yield
+            return
+        out("if lane == 0:")
+        out.indent()
+        yield
+        out.dedent()
+
+    def large_linalg(self, out, e, names):
+        raise NotImplementedError(la.LARGE_ON_CUDA.format(
+            op=la.OPERATIONS[e.prim], n=e.inputs[0].shape[0], max=la.LOOP_MAX))
 
     RANDOM_FUNCTIONS = RANDOM_DEVICE
     RANDOM_FILL: dict = {}                    # a draw per element: spread over the lanes

@@ -21,6 +21,7 @@ from numbascan.random import fill_uniform_nb, fill_normal_nb, fill_binomial_nb
 from numbascan.random import uniform_ahead_nb, normal_ahead_nb, binomial_ahead_nb
 from numbascan.codegen.fastmath import exp_fast, expit_fast, tanh_fast
 from numbascan.codegen.shortmath import exp_short, expit_short, tanh_short
+from numbascan.codegen.linalg import lu_solve_nb, slogdet_nb, cholesky_nb, triangular_nb
 from numbascan.codegen.calls import call_address
 {preamble}
 {functions}

@@ -26,10 +26,13 @@ loop are rendered by `scanloop.py` (shared with the CUDA stage).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from ..core.ir import IR, Eqn, Lit, Var
 from ..core.primitives import REDUCE, TABLE
+from . import linalg as la
 from .emit import Lines, Module, _idx, dtype_src, literal_src
 
 # vectorisable replacements for the C library's scalar functions (fastmath.py), and their
@@ -578,6 +581,71 @@ class Renderer:
         out(f"        {R}[{ridx}{j}] += {aval} * {B}[{p}, {j}]")
         if rows:
             out.dedent()
+
+    # -- linear algebra: calls of the loops of codegen/linalg.py -------------------------------
+    LINALG_FUNCTIONS = {"solve": "lu_solve_nb", "slogdet": "slogdet_nb",
+                        "cholesky": "cholesky_nb", "triangular_solve": "triangular_nb"}
+
+    def scratch(self, shape, dtype, prefix="lu"):
+        """A work buffer of one equation, allocated with the function's other buffers."""
+        name = self.fresh(prefix)
+        self.alloc(f"{name} = np.empty({tuple(shape)!r}, dtype={dtype_src(dtype)})")
+        return name
+
+    @contextmanager
+    def one_thread(self, out, e: Eqn):
+        """Code that one of the threads running the step runs (a CPU step: one thread)."""
+        yield
+
+    def large_linalg(self, out, e: Eqn, names):
+        """A matrix too large for loop code (la.LOOP_MAX): numba's np.linalg, LAPACK."""
+        out(la.LAPACK[e.prim].format(**names))
+        self.module.uses_blas = True
+
+    def linalg(self, out, e: Eqn, args, **names):
+        """The call of the loops of `e` on `args` (a LAPACK call for a large matrix, filled
+        with `names`); "lu" in args stands for a new scratch buffer of the matrix's shape."""
+        a = e.inputs[0]
+        if a.shape[0] > la.LOOP_MAX and e.prim in la.LAPACK:
+            return self.large_linalg(out, e, dict(names, a=self.name(a)))
+        args = [self.scratch(a.shape, a.dtype) if x == "lu" else x for x in args]
+        call = f"{self.LINALG_FUNCTIONS[e.prim]}({', '.join([self.name(a)] + args)})"
+        with self.one_thread(out, e):
+            out(f"{names['result']} = {call}" if "result" in names else call)
+
+    @staticmethod
+    def _columns(name, v):
+        """`name` of a right-hand side or solution `v` as the (n, m) the loops take."""
+        return f"{name}[:, None]" if v.ndim == 1 else name
+
+    def r_solve(self, out: Lines, e: Eqn):
+        b, res = e.inputs[1], e.outputs[0]
+        x = self.buffer(res, out)
+        self.linalg(out, e, [self._columns(self.name(b), b), "lu", self._columns(x, res)],
+                    x=x, b=self.name(b), all=":, :" if res.ndim == 2 else ":")
+
+    def r_triangular_solve(self, out: Lines, e: Eqn):
+        b, res = e.inputs[1], e.outputs[0]
+        x = self.buffer(res, out)
+        # bool(...): numba would compile the loops once per literal True or False
+        self.linalg(out, e, [self._columns(self.name(b), b), self._columns(x, res),
+                             f"bool({e.p['lower']})", f"bool({e.p['transpose']})"])
+
+    def r_cholesky(self, out: Lines, e: Eqn):
+        x = self.buffer(e.outputs[0], out)
+        self.linalg(out, e, [x], x=x)
+
+    def r_slogdet(self, out: Lines, e: Eqn):
+        dt = e.outputs[0].dtype
+        if dt == np.float64:
+            sign, logabsdet = (self.name(v) for v in e.outputs)
+        else:                                     # the loops give float64: converted below
+            sign, logabsdet = self.fresh("sign"), self.fresh("logabsdet")
+        self.linalg(out, e, ["lu"], result=f"{sign}, {logabsdet}", sign=sign,
+                    logabsdet=logabsdet)
+        if dt != np.float64:
+            for v, value in zip(e.outputs, (sign, logabsdet)):
+                out(f"{self.name(v)} = {self.cast(value, dt)}")
 
     def _unravel(self, flat, shape):
         strides = np.cumprod((1,) + tuple(shape[::-1]))[:-1][::-1]

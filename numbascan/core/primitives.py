@@ -100,6 +100,30 @@ _def("broadcast_to", "structural", lambda x, shape: np.broadcast_to(x, shape).co
 _def("concatenate", "structural", lambda *xs, axis: np.concatenate(xs, axis=axis))
 
 
+# linear algebra on one 2-d matrix `a` (n, n), with a right-hand side `b` of shape (n,) or (n, k)
+# of a's dtype (float32 or float64; trace/linalg.py converts): `solve` is a @ x = b by LU with
+# partial pivoting, `triangular_solve` op(a) @ x = b reading only a's `lower` (or upper)
+# triangle, op(a) = a.T when `transpose`, `cholesky` the lower factor (a's lower triangle read),
+# `slogdet` two outputs (sign, log|det|). The interpreter raises NumPy's LinAlgError on a
+# singular (or, for cholesky, not positive definite) matrix; compiled code gives inf/nan.
+def _solve_triangular(a, b, lower, transpose):
+    import scipy.linalg
+    return scipy.linalg.solve_triangular(a, b, trans=int(transpose), lower=lower,
+                                         check_finite=False)
+
+
+def _like_b(inputs, **params):
+    return [(inputs[1].dtype, tuple(inputs[1].shape))]
+
+
+_def("solve", "special", lambda a, b: np.linalg.solve(a, b), abstract=_like_b)
+_def("triangular_solve", "special", _solve_triangular, abstract=_like_b)
+_def("cholesky", "special", np.linalg.cholesky,
+     abstract=lambda inputs: [(inputs[0].dtype, tuple(inputs[0].shape))])
+_def("slogdet", "special", lambda a: tuple(np.asarray(r, a.dtype) for r in np.linalg.slogdet(a)),
+     abstract=lambda inputs: [(inputs[0].dtype, ()), (inputs[0].dtype, ())])
+
+
 def index_tuple(spec, dyn):
     """spec: one entry per leading axis: ("int", k) | ("slice", start, step, length) | ("dyn", dim)."""
     it = iter(dyn)

@@ -97,7 +97,12 @@ def _length(seq):
 def _taps(raw, what, default):
     if raw is None:
         return default
-    taps = [raw] if isinstance(raw, (int, np.integer)) else list(raw)
+    if isinstance(raw, (int, np.integer)):
+        taps = [raw]
+    elif isinstance(raw, (list, tuple, np.ndarray)):
+        taps = list(raw)
+    else:
+        raise ScanError(f"{what}: taps must be an int or a non-empty list of ints, found {raw!r}")
     if not taps or not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool)
                            for t in taps):
         raise ScanError(f"{what}: taps must be a non-empty list of ints, found {raw!r}")
@@ -253,6 +258,9 @@ def normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_grad
     if not isinstance(truncate_gradient, (int, np.integer)):
         raise TypeError(f"truncate_gradient: expected an int, found {truncate_gradient!r}")
     _check_checkpoint(checkpoint)
+    if not isinstance(go_backwards, (bool, np.bool_, int, np.integer)):
+        raise TypeError(f"go_backwards: expected a bool, found {go_backwards!r} "
+                        f"({type(go_backwards).__name__})")
     return ScanArgs(fn, seqs, seq_layouts, inits, out_taps, nonseqs, n, bool(go_backwards),
                     int(truncate_gradient), name, strict, return_list, checkpoint,
                     keep_last=keep_last, parallel=parallel, mode=mode,

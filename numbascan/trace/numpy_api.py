@@ -13,6 +13,8 @@ import sys
 import numpy as np
 
 from ..core.primitives import TABLE
+from .linalg import HANDLERS as LINALG_HANDLERS, SCIPY_LINALG
+from .structural import HANDLERS as STRUCTURAL_HANDLERS
 from .tracer import NUMPY_API, RunTracer, Tracer, TracingError, bind, constant
 
 UFUNC_ALIASES = {"divide": "true_divide", "abs": "absolute", "fabs": "absolute",
@@ -357,6 +359,8 @@ HANDLERS = {
 for _name in ("amax", "amin"):
     if hasattr(np, _name):
         HANDLERS[getattr(np, _name)] = HANDLERS[np.max if _name == "amax" else np.min]
+HANDLERS.update(STRUCTURAL_HANDLERS)     # split, einsum, diag, sort, linalg.norm, ...
+HANDLERS.update(LINALG_HANDLERS)         # linalg.solve, inv, det, slogdet, cholesky
 
 
 def apply_function(func, args, kwargs):
@@ -676,24 +680,38 @@ def traced_replacement(value):
     if value is np.full or value is np.array or value is np.asarray:
         return NUMPY_OVERRIDES[value.__name__]
     # a function can only name scipy once its user imported it: never import it here
-    sps = sys.modules.get("scipy.special")
-    if sps is None:
+    scipy = sys.modules.get("scipy")
+    if scipy is None:
         return None
-    if value is sps:
-        return _scipy_views()["special"]
-    if value is sys.modules["scipy"]:
+    if value is scipy:
         return _scipy_views()["scipy"]
-    if value is sps.logsumexp:
-        return logsumexp
+    for sub, overrides in SCIPY_OVERRIDES.items():
+        module = sys.modules.get(f"scipy.{sub}")
+        if module is None:
+            continue
+        if value is module:
+            return _scipy_views()[sub]
+        for name, traced in overrides.items():
+            if value is getattr(module, name, None):
+                return traced
     return None
 
 
+# scipy's submodules with functions that do not dispatch on tracers, and their traced versions
+SCIPY_OVERRIDES = {"special": {"logsumexp": logsumexp}, "linalg": SCIPY_LINALG}
+
+
 def _scipy_views():
-    if "scipy" not in _VIEWS:            # set last: another thread may be filling them now
-        special = TracingView(sys.modules["scipy.special"], {"logsumexp": logsumexp})
-        _VIEWS["special"] = special
-        _VIEWS["scipy"] = TracingView(sys.modules["scipy"], {"special": special})
-    return _VIEWS
+    """Views of scipy and of those submodules its user imported (more may come: one entry
+    per set). An entry is stored whole: another thread may be reading the table."""
+    loaded = tuple(sub for sub in SCIPY_OVERRIDES if f"scipy.{sub}" in sys.modules)
+    views = _VIEWS.get(loaded)
+    if views is None:
+        subs = {sub: TracingView(sys.modules[f"scipy.{sub}"], SCIPY_OVERRIDES[sub])
+                for sub in loaded}
+        views = {**subs, "scipy": TracingView(sys.modules["scipy"], subs)}
+        _VIEWS[loaded] = views
+    return views
 
 
 _VIEWS = {"numpy": TracingView(np, NUMPY_OVERRIDES)}

@@ -47,6 +47,8 @@ def _unflatten(spec, leaves):
         kind, subs = s
         if kind is dict or kind is Updates:
             return kind((k, build(sub)) for k, sub in subs)
+        if hasattr(kind, "_fields"):              # a named tuple (np.linalg.slogdet's)
+            return kind(*[build(sub) for sub in subs])
         return kind(build(sub) for sub in subs)
     return build(spec)
 
