@@ -82,7 +82,7 @@ from conftest import TOLERANCES, _run_checked, assert_same_outputs
 # profiles
 
 settings.register_profile(
-    "ci", max_examples=100, deadline=None, derandomize=True, database=None,
+    "ci", max_examples=30, deadline=None, derandomize=True, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], print_blob=True)
 settings.register_profile(
     "long", max_examples=2000, deadline=None, derandomize=False, database=None,
@@ -999,7 +999,7 @@ def _fd(f, xs, vs, eps):
 RTOL, ATOL, EPS = 1e-5, 1e-7, 1e-6
 
 
-@budget(0.18)
+@budget(0.25)
 @given(case=cases(smooth=True, max_depth=3))
 def test_derivatives_match_finite_differences(case):
     data = case.make_data(case.seed)
@@ -1220,7 +1220,7 @@ def _arrays(obj):
 
 
 @pytest.mark.parametrize("kind", MISUSES)
-@budget(0.08)
+@budget(0.27)
 @given(data=st.data())
 def test_misuse_names_the_argument(kind, data):
     """Each kind of misuse (parametrized, so that all are covered) with random details."""
