@@ -122,6 +122,8 @@ def scan_jvp(e, ins, tins):
     mask, out_on, state_on = activity(step, layout, seq_on, [t is not None for t in T.inits],
                                       rest_on)
     fed = layout.fed
+    for k, o in enumerate(fed):   # a state whose initial value has a tangent carries one,
+        out_on[o] = out_on[o] or state_on[k]   # even if its new values have none
     act_seqs = [j for j, on in enumerate(seq_on) if on]
     act_rest = [i for i, on in enumerate(rest_on) if on]
     act_outs = [o for o, on in enumerate(out_on) if on]
