@@ -8,7 +8,7 @@ Programs (float64):
 
 - `lstm_fwd`: an LSTM over T=200 steps of D=8 inputs, gates `i, f, o, g` from
   `x @ Wx + h @ Wh + b` cut into 4 parts of H, `c = f*c + i*g`, `h = o*tanh(c)`, carry (h, c);
-  the result is every h.
+  the result is every h. The step is `programs.lstm_step`, F1's (jax's reads `jnp` for `np`).
 - `lstm_grad`: the gradient of `(hs**2).sum()` w.r.t. (Wx, Wh, b).
 - `lorenz_rev`, `lorenz_fwd`: the Jacobian of the Lorenz system's state after 200 RK4 steps
   (dt=0.01) w.r.t. its initial state, in reverse and forward mode.
@@ -62,16 +62,9 @@ def lorenz_s0():
 
 def numbascan_program(case, H):
     import numpy as np
-    from scipy.special import expit
 
     import numbascan as ns
-
-    def lstm_step(x_t, h, c, Wx, Wh, b):
-        z = x_t @ Wx + h @ Wh + b
-        i, f = expit(z[:H]), expit(z[H:2 * H])
-        o, g = expit(z[2 * H:3 * H]), np.tanh(z[3 * H:])
-        c = f * c + i * g
-        return o * np.tanh(c), c
+    from programs import lstm_step
 
     def lstm(Wx, Wh, b, X, h0, c0):
         (hs, _), _ = ns.scan(lstm_step, sequences=X, outputs_info=[h0, c0],
@@ -115,15 +108,13 @@ def jax_program(case, H):
     import jax
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
+    from programs import lstm_step, with_numpy
+
+    step = with_numpy(lstm_step, jnp)
 
     def lstm(Wx, Wh, b, X, h0, c0):
         def body(carry, x_t):
-            h, c = carry
-            z = x_t @ Wx + h @ Wh + b
-            i, f = jax.nn.sigmoid(z[:H]), jax.nn.sigmoid(z[H:2 * H])
-            o, g = jax.nn.sigmoid(z[2 * H:3 * H]), jnp.tanh(z[3 * H:])
-            c = f * c + i * g
-            h = o * jnp.tanh(c)
+            h, c = step(x_t, *carry, Wx, Wh, b)
             return (h, c), h
         return jax.lax.scan(body, (h0, c0), X)[1]
 

@@ -10,13 +10,17 @@ W1-W4 are single recurrences described by a ``ScanProblem``, from which the jax,
 and numbascan peers are generated; the hand-written numba loop is written out for each. Other
 kinds of workload (gradients, compile time, call overhead) can be added to ``WORKLOADS`` with
 their own peer builders: G1 and G2 (reverse- and forward-mode derivatives of W1) do, and their times
-are also shown relative to the same peer's W1 forward pass. O1 times tiny cached calls in
+are also shown relative to the same peer's W1 forward pass. L1 and KF1 time larger programs
+shared with F1 (``programs.py``): an LSTM's states and a Kalman filter's log-likelihood, with
+L1G and KF1G their value and gradient (``value_and_grad``), also shown relative to their forward
+rows; ``--only L1,KF1`` selects all four. O1 times tiny cached calls in
 microseconds, J1 calls of an ``ns.jit`` function whose until-scan runs a different number of
 steps at every call. Measurements made outside this process are ``Probe`` records in ``PROBES``: C1
 (a new process to its first W1 result, with empty and with warm caches), F1 (a new process with
-empty caches to the first result of larger programs: an LSTM, a Lorenz Jacobian, a Kalman
-filter's gradient, a nested scan's gradient, the tour; F1C: the LSTM against its hidden size, run
-only when named, ``--only F1C``) and M1, M2 (peak memory of one call, each in its own process).
+empty caches to the first result of larger programs: an LSTM (also at L1's sizes), a Lorenz
+Jacobian, a Kalman filter's gradient (at KF1's sizes), a nested scan's gradient, the tour; F1C:
+the LSTM against its hidden size, run only when named, ``--only F1C``) and M1, M2 (peak memory
+of one call, each in its own process).
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
 from _harness import (Probe, Result, Skip, Workload, format_rows, machine_info,  # noqa: E402
                       probe_rows, run_probe, run_workload, size_label, time_callable,
                       time_per_call, workload_rows, write_chart, write_json)
+from programs import (complex_step, kalman_inputs, kalman_loglik_python,  # noqa: E402
+                      kalman_step, lstm_grad_python, lstm_inputs, lstm_states_python,
+                      lstm_step, lstm_value_and_grad_python, with_numpy)
 
 # Column order of the table; "python" is the reference every other peer is checked against.
 PEERS = ["jax", "pytensor-numba", "pytensor-cvm", "numba-hand", "python", "numbascan",
@@ -620,7 +627,164 @@ G2_PEERS = {
 
 # Derivative workloads whose time is also reported relative to the same peer's forward pass:
 # {derivative workload: forward workload on the same inputs}.
-FORWARD_OF = {"G1": "W1", "G2": "W1"}
+FORWARD_OF = {"G1": "W1", "G2": "W1", "L1G": "L1", "KF1G": "KF1"}
+
+
+# ============================================================================================
+# L1, L1G: the LSTM of F1 (programs.py) at a larger size
+#   L1: every h over T steps of D inputs, H units; L1G: sum(hs ** 2) and its gradient w.r.t.
+#   (Wx, Wh, b)
+# KF1, KF1G: the Kalman filter of F1 (programs.py), 4 states, 2 observations
+#   KF1: the log-likelihood of T observations; KF1G: it and its gradient w.r.t. (A, Q, R, C)
+# The gradient rows compute the value and the gradient in one call (what an optimiser calls:
+# jax.value_and_grad, ns.value_and_grad); every peer returns them as one flat vector. The python
+# peer is the reference: NumPy loops; for L1G backpropagation through time written out, for
+# KF1G complex-step derivatives (one complex forward pass per entry of A, Q, R and C, 44 in all,
+# exact to rounding: a reference for the agreement check more than a rival). Neither has a
+# hand-written numba loop or a pytensor graph here.
+
+L1_SIZES, L1_QUICK_SIZES = {"T": 1000, "D": 32, "H": 64}, {"T": 100, "D": 8, "H": 16}
+KF1_SIZES, KF1_QUICK_SIZES = {"n": 4, "k": 2, "T": 1000}, {"n": 4, "k": 2, "T": 100}
+_LSTM_ARGS = ("Wx", "Wh", "b", "X", "h0", "c0")
+_LSTM_WRT = (0, 1, 2)
+_KALMAN_ARGS = ("A", "Q", "R", "C", "Y", "m0", "P0")
+_KALMAN_WRT = (0, 1, 2, 3)
+
+
+def _flat(result) -> np.ndarray:
+    """A number, an array or (nested) tuples of them, as one float64 vector."""
+    if isinstance(result, (tuple, list)):
+        return np.concatenate([_flat(part) for part in result])
+    return np.ravel(np.asarray(result, dtype=np.float64))
+
+
+def _ns_lstm(ns):
+    """(states, loss) of the LSTM written with ``ns.scan``."""
+    def states(Wx, Wh, b, X, h0, c0):
+        (hs, _), _ = ns.scan(lstm_step, sequences=X, outputs_info=[h0, c0],
+                             non_sequences=[Wx, Wh, b])
+        return hs
+
+    def loss(Wx, Wh, b, X, h0, c0):
+        return (states(Wx, Wh, b, X, h0, c0) ** 2).sum()
+    return states, loss
+
+
+def _jax_lstm(jax):
+    """(states, loss) of the same LSTM with ``jax.lax.scan``."""
+    step = with_numpy(lstm_step, jax.numpy)
+
+    def states(Wx, Wh, b, X, h0, c0):
+        def body(carry, x_t):
+            h, c = step(x_t, carry[0], carry[1], Wx, Wh, b)
+            return (h, c), h
+        return jax.lax.scan(body, (h0, c0), X)[1]
+
+    def loss(Wx, Wh, b, X, h0, c0):
+        return (states(Wx, Wh, b, X, h0, c0) ** 2).sum()
+    return states, loss
+
+
+def _ns_kalman_loglik(ns):
+    def loglik(A, Q, R, C, Y, m0, P0):
+        (_, _, lls), _ = ns.scan(kalman_step, sequences=Y, outputs_info=[m0, P0, np.zeros(())],
+                                 non_sequences=[A, Q, C, R])
+        return lls[-1]
+    return loglik
+
+
+def _jax_kalman_loglik(jax):
+    step = with_numpy(kalman_step, jax.numpy)
+
+    def loglik(A, Q, R, C, Y, m0, P0):
+        def body(carry, y_t):
+            return step(y_t, *carry, A, Q, C, R), None
+        return jax.lax.scan(body, (m0, P0, jax.numpy.zeros(())), Y)[0][2]
+    return loglik
+
+
+def numbascan_program(make, names, wrt=None, jit=False):
+    """``make(ns)`` (a function of the named inputs) called eagerly, or its
+    ``ns.value_and_grad`` w.r.t. the positions ``wrt``; inside ``ns.jit`` with ``jit``."""
+
+    def build(inp):
+        ns = _numbascan()
+        fn = make(ns) if wrt is None else ns.value_and_grad(make(ns), wrt)
+        if jit:
+            fn = ns.jit(fn)
+        args = [inp[k] for k in names]
+        return lambda: _flat(fn(*args))
+
+    return build
+
+
+def jax_program(make, names, wrt=None):
+    """``jax.jit`` of ``make(jax)``, or of its ``jax.value_and_grad`` w.r.t. ``wrt``."""
+
+    def build(inp):
+        jax, _ = _jax()
+        fn = make(jax) if wrt is None else jax.value_and_grad(make(jax), wrt)
+        fn = jax.jit(fn)
+        args = _jax_args(jax, inp, names)
+        return lambda: _flat(jax.block_until_ready(fn(*args)))
+
+    return build
+
+
+def kalman_value_and_grad_python(A, Q, R, C, Y, m0, P0):
+    args = (A, Q, R, C, Y, m0, P0)
+    return (kalman_loglik_python(*args),
+            tuple(complex_step(kalman_loglik_python, args, _KALMAN_WRT)))
+
+
+def _flat_call(fn, *names):
+    def build(inp):
+        args = [inp[k] for k in names]
+        return lambda: _flat(fn(*args))
+
+    return build
+
+
+def _not_written(reason: str):
+    def build(inp):
+        raise Skip(reason)
+
+    return build
+
+
+_NO_HAND = {"numba-hand": _not_written("no hand-written numba loop for this workload"),
+            "pytensor-numba": _not_written("no pytensor graph for this workload"),
+            "pytensor-cvm": _not_written("no pytensor graph for this workload")}
+L1_PEERS = {
+    "jax": jax_program(lambda jax: _jax_lstm(jax)[0], _LSTM_ARGS),
+    "python": _flat_call(lstm_states_python, *_LSTM_ARGS),
+    "numbascan": numbascan_program(lambda ns: _ns_lstm(ns)[0], _LSTM_ARGS),
+    "numbascan-jit": numbascan_program(lambda ns: _ns_lstm(ns)[0], _LSTM_ARGS, jit=True),
+    **_NO_HAND,
+}
+L1G_PEERS = {
+    "jax": jax_program(lambda jax: _jax_lstm(jax)[1], _LSTM_ARGS, _LSTM_WRT),
+    "python": _flat_call(lstm_value_and_grad_python, *_LSTM_ARGS),
+    "numbascan": numbascan_program(lambda ns: _ns_lstm(ns)[1], _LSTM_ARGS, _LSTM_WRT),
+    "numbascan-jit": numbascan_program(lambda ns: _ns_lstm(ns)[1], _LSTM_ARGS, _LSTM_WRT,
+                                       jit=True),
+    **_NO_HAND,
+}
+KF1_PEERS = {
+    "jax": jax_program(_jax_kalman_loglik, _KALMAN_ARGS),
+    "python": _flat_call(kalman_loglik_python, *_KALMAN_ARGS),
+    "numbascan": numbascan_program(_ns_kalman_loglik, _KALMAN_ARGS),
+    "numbascan-jit": numbascan_program(_ns_kalman_loglik, _KALMAN_ARGS, jit=True),
+    **_NO_HAND,
+}
+KF1G_PEERS = {
+    "jax": jax_program(_jax_kalman_loglik, _KALMAN_ARGS, _KALMAN_WRT),
+    "python": _flat_call(kalman_value_and_grad_python, *_KALMAN_ARGS),
+    "numbascan": numbascan_program(_ns_kalman_loglik, _KALMAN_ARGS, _KALMAN_WRT),
+    "numbascan-jit": numbascan_program(_ns_kalman_loglik, _KALMAN_ARGS, _KALMAN_WRT,
+                                       jit=True),
+    **_NO_HAND,
+}
 
 
 # ============================================================================================
@@ -1116,49 +1280,8 @@ F1_PEERS = ("python", "jax", "numbascan")
 
 
 # --- the programs' steps and the reference's derivatives (copied into the child scripts; jax's
-# copy has every ``np.`` replaced by ``jnp.``) --------------------------------------------------
-
-
-def lstm_step(x_t, h, c, Wx, Wh, b):
-    n = h.shape[0]
-    z = x_t @ Wx + h @ Wh + b
-    i = 1 / (1 + np.exp(-z[:n]))
-    f = 1 / (1 + np.exp(-z[n:2 * n]))
-    o = 1 / (1 + np.exp(-z[2 * n:3 * n]))
-    g = np.tanh(z[3 * n:])
-    c = f * c + i * g
-    h = o * np.tanh(c)
-    return h, c
-
-
-def lstm_grad_python(Wx, Wh, b, X, h0, c0):
-    """d sum(hs ** 2) / d (Wx, Wh, b) by backpropagation through time."""
-    T, n = X.shape[0], h0.shape[0]
-    hs, cs, gates = np.empty((T, n)), np.empty((T, n)), np.empty((T, 4 * n))
-    h, c = h0, c0
-    for t in range(T):
-        z = X[t] @ Wx + h @ Wh + b
-        gates[t, :3 * n] = 1 / (1 + np.exp(-z[:3 * n]))
-        gates[t, 3 * n:] = np.tanh(z[3 * n:])
-        i, f, o, g = (gates[t, k * n:(k + 1) * n] for k in range(4))
-        c = f * c + i * g
-        h = o * np.tanh(c)
-        hs[t], cs[t] = h, c
-    gWx, gWh, gb = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)
-    gh, gc = np.zeros(n), np.zeros(n)  # from the steps after t
-    for t in range(T - 1, -1, -1):
-        i, f, o, g = (gates[t, k * n:(k + 1) * n] for k in range(4))
-        h_prev, c_prev = (hs[t - 1], cs[t - 1]) if t else (h0, c0)
-        tc = np.tanh(cs[t])
-        gh = gh + 2 * hs[t]
-        gc = gc + gh * o * (1 - tc * tc)
-        gz = np.concatenate([gc * g * i * (1 - i), gc * c_prev * f * (1 - f),
-                             gh * tc * o * (1 - o), gc * i * (1 - g * g)])
-        gWx += np.outer(X[t], gz)
-        gWh += np.outer(h_prev, gz)
-        gb += gz
-        gh, gc = Wh @ gz, gc * f
-    return gWx, gWh, gb
+# copy has every ``np.`` replaced by ``jnp.``); the LSTM's and the Kalman filter's are in
+# programs.py, shared with L1 and KF1 ---------------------------------------------------------
 
 
 def lorenz_field(s):
@@ -1174,58 +1297,18 @@ def rk4_step(s, dt):
     return s + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
 
 
-def kalman_step(y_t, m, P, ll, A, Q, C, R):
-    """One predict-update step; ``ll`` accumulates the log-likelihood (without its constant)."""
-    m_p = A @ m
-    P_p = A @ P @ A.T + Q
-    S = C @ P_p @ C.T + R
-    v = y_t - C @ m_p
-    K = np.linalg.solve(S, C @ P_p).T
-    ll = ll - 0.5 * (v @ np.linalg.solve(S, v) + np.log(np.linalg.det(S)))
-    return m_p + K @ v, P_p - K @ S @ K.T, ll
-
-
 def nested_inner_step(x_k, u, W):
     return np.tanh(u @ W + x_k)
 
 
-def complex_step(f, args, argnums, h=1e-30):
-    """``d f / d args[i]`` for each ``i`` in ``argnums``, shaped ``f``'s output + the argument's:
-    ``Im f(x + i h e_k) / h`` for every entry ``k``, exact to rounding for analytic ``f``."""
-    out = []
-    for i in argnums:
-        x = np.asarray(args[i], dtype=np.float64)
-        cols = []
-        for k in range(x.size):
-            e = np.zeros(x.size, dtype=np.complex128)
-            e[k] = 1j * h
-            a = list(args)
-            a[i] = x + e.reshape(x.shape)
-            cols.append(np.imag(f(*a)) / h)
-        J = np.stack(cols, axis=-1)
-        out.append(J.reshape(np.shape(cols[0]) + x.shape))
-    return out
-
-
 # Their source, read once: the child scripts are written from it.
-_F1_SOURCES = {fn.__name__: _source(fn) for fn in (lstm_step, lstm_grad_python, lorenz_field,
+_F1_SOURCES = {fn.__name__: _source(fn) for fn in (lstm_step, lstm_grad_python,
+                                                    lstm_value_and_grad_python, lorenz_field,
                                                     rk4_step, kalman_step, nested_inner_step,
                                                     complex_step)}
 
 
 # --- inputs (made in the parent from the fixed seed, loaded by the child) -----------------------
-
-
-def lstm_inputs(sizes: Mapping[str, int], rng: np.random.Generator) -> dict:
-    T, D, H = sizes["T"], sizes["D"], sizes["H"]
-    return {
-        "X": rng.standard_normal((T, D)),
-        "Wx": rng.standard_normal((D, 4 * H)) / np.sqrt(D),
-        "Wh": rng.standard_normal((H, 4 * H)) * (0.5 / np.sqrt(H)),
-        "b": 0.1 * rng.standard_normal(4 * H),
-        "h0": 0.1 * rng.standard_normal(H),
-        "c0": 0.1 * rng.standard_normal(H),
-    }
 
 
 def lorenz_inputs(sizes: Mapping[str, int], rng: np.random.Generator) -> dict:
@@ -1234,20 +1317,6 @@ def lorenz_inputs(sizes: Mapping[str, int], rng: np.random.Generator) -> dict:
     for _ in range(500):
         s = rk4_step(s, 0.01)
     return {"s0": s}
-
-
-def kalman_inputs(sizes: Mapping[str, int], rng: np.random.Generator) -> dict:
-    """A stable 4-state linear Gaussian model, 2 observed combinations, data simulated from it."""
-    n, k, T = sizes["n"], sizes["k"], sizes["T"]
-    A = 0.9 * np.eye(n) + 0.05 * rng.standard_normal((n, n))
-    Q = 0.1 * np.eye(n)
-    C = rng.standard_normal((k, n))
-    R = 0.2 * np.eye(k)
-    x, Y = np.zeros(n), np.empty((T, k))
-    for t in range(T):
-        x = A @ x + rng.multivariate_normal(np.zeros(n), Q)
-        Y[t] = C @ x + rng.multivariate_normal(np.zeros(k), R)
-    return {"A": A, "Q": Q, "R": R, "C": C, "Y": Y, "m0": np.zeros(n), "P0": np.eye(n)}
 
 
 def nested_inputs(sizes: Mapping[str, int], rng: np.random.Generator) -> dict:
@@ -1335,7 +1404,7 @@ def lstm_loss(Wx, Wh, b, X, h0, c0):
         call = {"numbascan": f"ns.grad(lstm_loss, (0, 1, 2)){args}",
                 "jax": f"jax.jit(jax.grad(lstm_loss, (0, 1, 2))){args}",
                 "python": f"lstm_grad_python{args}"}[peer]
-    extra = (lstm_grad_python,) if grad and peer == "python" else ()
+    extra = (lstm_value_and_grad_python, lstm_grad_python) if grad and peer == "python" else ()
     return (_f1_source(peer, lstm_step, *extra) + states + "\n\n" + loss + "\n\n"
             + f"_out = _flat({call})\n")
 
@@ -1390,9 +1459,9 @@ def loglik(A, Q, R, C, Y, m0, P0):
 """,
     }[peer]
     args = "(A, Q, R, C, Y, m0, P0)"
-    call = {"numbascan": f"ns.grad(loglik, (0, 1, 2)){args}",
-            "jax": f"jax.jit(jax.grad(loglik, (0, 1, 2))){args}",
-            "python": f"complex_step(loglik, {args}, (0, 1, 2))"}[peer]
+    call = {"numbascan": f"ns.grad(loglik, (0, 1, 2, 3)){args}",
+            "jax": f"jax.jit(jax.grad(loglik, (0, 1, 2, 3))){args}",
+            "python": f"complex_step(loglik, {args}, (0, 1, 2, 3))"}[peer]
     extra = (complex_step,) if peer == "python" else ()
     return _f1_source(peer, kalman_step, *extra) + loglik + "\n\n" + f"_out = _flat({call})\n"
 
@@ -1461,7 +1530,9 @@ class FirstCall:
     input arrays (saved by the parent, loaded by the child), ``body(peer)`` the part of the child
     script that follows the peer's import and computes the result into ``_out``; ``absent`` says
     why a peer has no such part. With ``skip_failure``, a numbascan child that fails (the program
-    needs something numbascan does not trace yet) is shown as skipped, its error the reason."""
+    needs something numbascan does not trace yet) is shown as skipped, its error the reason.
+    ``quick_sizes``, when given, replaces ``sizes`` under --quick (the first call of a workload
+    of the time table, at that workload's sizes)."""
 
     row: str
     sizes: Callable[[Mapping[str, int]], dict]
@@ -1469,6 +1540,10 @@ class FirstCall:
     body: Callable[[str], str]
     absent: Mapping[str, str] = dataclasses.field(default_factory=dict)
     skip_failure: bool = False
+    quick_sizes: Callable[[Mapping[str, int]], dict] | None = None
+
+    def own_sizes(self, probe_sizes: Mapping[str, int], quick: bool) -> dict:
+        return (self.quick_sizes if quick and self.quick_sizes else self.sizes)(probe_sizes)
 
 
 def _lstm_programs(hs, prefix="LSTM ") -> list[FirstCall]:
@@ -1482,8 +1557,11 @@ F1_PROGRAMS = [
     *_lstm_programs(F1_LSTM_H),
     *[FirstCall(f"Lorenz jacobian {mode}", lambda s: {"steps": s["steps"]}, lorenz_inputs,
                 lambda peer, mode=mode: _lorenz_body(peer, mode)) for mode in ("fwd", "rev")],
-    FirstCall("Kalman grad", lambda s: {"n": 4, "k": 2, "T": s["T"]}, kalman_inputs,
-              _kalman_body, skip_failure=True),
+    *[FirstCall(f"L1 LSTM {kind}", lambda s: dict(L1_SIZES), lstm_inputs,
+                lambda peer, grad=(kind == "grad"): _lstm_body(peer, grad),
+                quick_sizes=lambda s: dict(L1_QUICK_SIZES)) for kind in ("fwd", "grad")],
+    FirstCall("KF1 Kalman grad", lambda s: dict(KF1_SIZES), kalman_inputs, _kalman_body,
+              quick_sizes=lambda s: dict(KF1_QUICK_SIZES)),
     FirstCall("nested-scan grad", lambda s: {"H": 4, "K": 5, "T": s["T"]}, nested_inputs,
               _nested_body),
     FirstCall("tour", lambda s: {}, lambda sizes, rng: {}, _tour_body,
@@ -1496,8 +1574,9 @@ def f1c_programs(hs) -> list[FirstCall]:
     return _lstm_programs(hs, prefix="")
 
 
-def _run_first_call(prog: FirstCall, peer: str, sizes: Mapping[str, int], work: str,
-                    timeout_s: float) -> tuple[float, float, float | None, np.ndarray | None]:
+def _run_first_call(prog: FirstCall, peer: str, sizes: Mapping[str, int], quick: bool,
+                    work: str, timeout_s: float
+                    ) -> tuple[float, float, float | None, np.ndarray | None]:
     """One child on fresh, empty caches: (seconds from its first line to the result, of which
     the peer's import, its wall time seen from here, the result). Raises ``TimeoutError``."""
     import subprocess
@@ -1507,7 +1586,7 @@ def _run_first_call(prog: FirstCall, peer: str, sizes: Mapping[str, int], work: 
     inputs = os.path.join(work, f"inputs_{key}.npz")
     result = os.path.join(work, f"result_{key}.npy")
     script = os.path.join(work, f"f1_{key}.py")
-    own = prog.sizes(sizes)
+    own = prog.own_sizes(sizes, quick)
     np.savez(inputs, **prog.make_inputs(own, np.random.default_rng(0)))
     consts = "".join(f"{k.upper()} = {v!r}\n" for k, v in own.items() if k in ("steps",))
     with open(script, "w") as f:
@@ -1555,8 +1634,8 @@ def first_call_peer(peer: str, programs: list[FirstCall], timeout_s: list[float]
                     out[prog.row] = (Result("skip", note=prog.absent[peer]), None)
                     continue
                 try:
-                    first, imported, wall, res = _run_first_call(prog, peer, sizes, work,
-                                                                 timeout_s[0])
+                    first, imported, wall, res = _run_first_call(prog, peer, sizes, quick,
+                                                                 work, timeout_s[0])
                 except TimeoutError as e:
                     r = Result("error", note=str(e))
                     log(f"    {prog.row} {peer}: TIMEOUT after {timeout_s[0]:g} s")
@@ -1616,7 +1695,8 @@ def f1_rows(p: Probe, all_results, quick: bool):
         res = all_results.get(p.key(prog.row))
         if res is None:
             continue
-        own = {k: v for k, v in prog.sizes(sizes).items() if f"{k}={v}" not in prog.row}
+        own = {k: v for k, v in prog.own_sizes(sizes, quick).items()
+               if f"{k}={v}" not in prog.row}
         rows.append((f"{p.key(prog.row)} ({size_label(own)})" if own else p.key(prog.row),
                      res, ()))
     return rows
@@ -2082,6 +2162,19 @@ WORKLOADS = [
     Workload("G2", "forward mode: W1's states and their tangents for a change of h0 (jvp)",
              sizes={"T": 10000, "H": 32}, quick_sizes={"T": 500, "H": 8},
              make_inputs=grad_inputs, peers=G2_PEERS),
+    Workload("L1", "LSTM, every h (i, f, o, g gates from x_t @ Wx + h @ Wh + b)",
+             sizes=L1_SIZES, quick_sizes=L1_QUICK_SIZES, make_inputs=lstm_inputs,
+             peers=L1_PEERS),
+    Workload("L1G", "L1's sum(hs ** 2) and its gradient w.r.t. (Wx, Wh, b), value_and_grad",
+             sizes=L1_SIZES, quick_sizes=L1_QUICK_SIZES, make_inputs=lstm_inputs,
+             peers=L1G_PEERS),
+    Workload("KF1", "Kalman filter log-likelihood, 4 states, 2 observations",
+             sizes=KF1_SIZES, quick_sizes=KF1_QUICK_SIZES, make_inputs=kalman_inputs,
+             peers=KF1_PEERS),
+    Workload("KF1G", "KF1's log-likelihood and its gradient w.r.t. (A, Q, R, C), "
+             "value_and_grad",
+             sizes=KF1_SIZES, quick_sizes=KF1_QUICK_SIZES, make_inputs=kalman_inputs,
+             peers=KF1G_PEERS),
     Workload("O1", "per-call overhead: W1's RNN, tiny, cached",
              sizes={"T": 10, "H": 4}, quick_sizes={"T": 10, "H": 4},
              make_inputs=rnn_inputs, peers=O1_PEERS, unit="µs", timer=time_per_call),
@@ -2110,7 +2203,7 @@ PROBES = [
 # Tables of the report, in order: (title, unit, workload/probe ids).
 SECTIONS = [
     ("Median time per call (ms) and ratios (< 1: numbascan is faster)", "ms",
-     ("W1", "W2", "W3", "W4", "G1", "G2")),
+     ("W1", "W2", "W3", "W4", "G1", "G2", "L1", "L1G", "KF1", "KF1G")),
     ("C1: seconds from a new process's first line to its first W1 result (import, compile and "
      "the call; cold: empty caches, warm: caches from the cold run)", "s", ("C1",)),
     ("F1: seconds from a new process's first line to the first result of a larger program "
@@ -2172,8 +2265,9 @@ def forward_ratios(workloads, all_results, quick: bool, peers, log=print) -> str
 
 
 def select(only: str | None, f1c_h=F1C_H) -> list[Workload | Probe]:
-    """Workloads and probes named in ``only`` (ids, or a letter for every id starting with it).
-    An id of ``OPT_IN`` (F1C, made for the hidden sizes ``f1c_h``) runs only when named."""
+    """Workloads and probes named in ``only`` (ids, or a letter for every id starting with it;
+    a forward workload's id also selects the derivative named after it, L1G with L1). An id of
+    ``OPT_IN`` (F1C, made for the hidden sizes ``f1c_h``) runs only when named."""
     items = [*WORKLOADS, *PROBES]
     if not only:
         return items
@@ -2184,7 +2278,9 @@ def select(only: str | None, f1c_h=F1C_H) -> list[Workload | Probe]:
     def named(item, token):
         if item.id in OPT_IN:
             return item.id == token
-        return item.id == token or (len(token) == 1 and item.id.startswith(token))
+        forward = FORWARD_OF.get(item.id, "")  # item is a derivative of that workload
+        return (item.id == token or (len(token) == 1 and item.id.startswith(token))
+                or (forward == token and item.id.startswith(token)))
 
     unknown = [t for t in wanted if not any(named(x, t) for x in items)]
     if unknown:
@@ -2229,8 +2325,8 @@ def _section_ids(sections):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", help="comma-separated ids, e.g. W1,W3 (a letter selects every id "
-                    "starting with it: W, G, C, O, J, M, F); F1C, the slow sweep of F1's LSTM "
-                    "over H, runs only when named")
+                    "starting with it: W, G, L, K, C, O, J, M, F; L1 and KF1 also select L1G "
+                    "and KF1G); F1C, the slow sweep of F1's LSTM over H, runs only when named")
     ap.add_argument("--peers", help=f"comma-separated peers (default: all of {','.join(PEERS)})")
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
@@ -2301,8 +2397,8 @@ def main(argv=None) -> int:
                   "nothing is traced).\n")
             print(j1_table)
     if fwd_table:
-        print("\n## Derivative time over the same peer's forward pass (W1, same inputs; "
-              "goal for numbascan's reverse mode, G1: <= 3)\n")
+        print("\n## Derivative time over the same peer's forward pass (same inputs; goal for "
+              "numbascan's reverse mode, G1: <= 3)\n")
         print(fwd_table)
     if args.json:
         write_json(args.json, info, all_results, args.quick)

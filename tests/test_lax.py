@@ -14,6 +14,7 @@ import contextlib
 import importlib.util
 import io
 import pathlib
+import tracemalloc
 from collections import namedtuple
 
 import numpy as np
@@ -243,6 +244,28 @@ def test_scan_inside_jit_keeps_the_last_carry_and_reads_run_rows():
     assert int(n) == 4
     assert_close(total, rows.sum())
     assert_close(dsum, 2 * rows.sum())
+
+
+@pytest.mark.parametrize("mode", ["python", "cpu"])
+def test_eager_scan_with_ys_keeps_only_the_last_carry(mode):
+    """A carry of 8 kB over 2000 steps with a scalar y: the loop keeps the last carry (two
+    rows), not the 16 MB of every carry. Python mode's NumPy rows are seen by tracemalloc;
+    the compiled loop's buffers are allocated by the same layout (its outputs keep "last")."""
+    h0, xs = np.full(1000, 0.5), np.linspace(0.0, 1.0, 2000)
+    step = lambda c, x: (0.5 * c + x, c[0])          # noqa: E731
+    nlax.scan(step, h0, xs[:3], mode=mode)           # compiled (cpu) before measuring
+    tracemalloc.start()
+    carry, ys = nlax.scan(step, h0, xs, mode=mode)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    ref, ref_ys = h0, []
+    for x in xs:
+        ref_ys.append(ref[0])
+        ref = 0.5 * ref + x
+    assert_close(carry, ref)
+    assert_close(ys, np.array(ref_ys))
+    if mode == "python":
+        assert peak < 2_000_000, peak
 
 
 # ------------------------------------------------------------------------------------------------

@@ -551,3 +551,21 @@ def test_jit_of_vmap_of_a_jit_function(rng):
         np.testing.assert_allclose(out, TABLE[idx] * 2.0)
     finally:
         TABLE[:] = old
+
+
+@pytest.mark.parametrize("init", [np.float64(0.0), 0.0, [0.0]], ids=["numpy", "float", "list"])
+def test_a_scalar_initial_state_inside_a_traced_function_is_cached(rng, init):
+    """A NumPy scalar, a Python float or a list as `outputs_info` inside ns.jit or a derivative
+    is made into an array while tracing: a constant of the program, not an input that the
+    cache cannot find again (each call traced the whole function again)."""
+    def last(x):
+        out, _ = ns.scan(lambda a, s: s + 0.5 * a, sequences=x, outputs_info=init)
+        return out[-1].sum()
+
+    for call in (ns.jit(last), ns.value_and_grad(last)):
+        call(rng.standard_normal(5))
+        x = rng.standard_normal(5)
+        out, traces, uncached = _traces_during(call, x)
+        assert (traces, uncached) == (0, 0)
+        value = out[0] if isinstance(out, tuple) else out
+        np.testing.assert_allclose(value, 0.5 * x.sum(), rtol=1e-12)

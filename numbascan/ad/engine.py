@@ -14,6 +14,7 @@ import numpy as np
 
 from ..core.context import current_trace
 from ..core.ir import IR, Lit, Var, dead_code_elimination
+from ..core.passes import simplify
 from ..trace.tracer import Trace, constant
 from . import rules
 
@@ -204,7 +205,7 @@ def trace_closure(fn, avals, name="derivative"):
     if tr.rng or tr.shared:
         raise DerivativeError("a derivative step read a random stream or a shared variable")
     ir = IR(tuple(tr.args) + tuple(c.var for c in tr.captures), tuple(tr.eqns), out_vars)
-    return dead_code_elimination(ir), [c.source for c in tr.captures]
+    return simplify(ir), [c.source for c in tr.captures]
 
 
 CHEAP_TO_REDO = {"reshape", "transpose", "broadcast_to", "index", "convert"}

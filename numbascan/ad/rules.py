@@ -6,7 +6,7 @@ derivatives are diagonal, the same entry is the forward rule (g = the input's ta
 reverse rule (g = the output's cotangent, then summed over broadcast axes).
 Linear primitives: the forward rule applies the primitive to the tangent; `TRANSPOSE[prim]`
 is the reverse rule. `None` marks an input without a derivative. A rule of a primitive with
-several outputs (slogdet) sees them all: `ans` and `g` are tuples, a JVP rule gives a list.
+several outputs (slogdet, eigh) sees them all: `ans` and `g` are tuples, a JVP rule gives a list.
 """
 
 from __future__ import annotations
@@ -161,6 +161,9 @@ TRANSPOSE = {   # reverse rules of linear and structural primitives: g -> input 
     "slogdet": lambda g, ans, a: [None if g[1] is None else g[1] * np.linalg.inv(a).T],
     "cholesky": lambda g, L, a: [_phi(_symmetric_part_cotangent(
         _inverse_sandwich(L, _phi(L.T @ g), transpose=True)))],
+    # eigh (g and ans are the pairs (w, V)): the cotangent of the symmetric matrix,
+    # V (diag(g_w) + F o (V^T g_V)) V^T, taken to a's lower triangle as for cholesky
+    "eigh": lambda g, ans, a: [_phi(_symmetric_part_cotangent(_eigh_cotangent(g, *ans)))],
 }
 
 
@@ -184,6 +187,9 @@ JVP = {   # forward rules of nonlinear, non-elementwise primitives: tangents -> 
         trans=transpose, lower=lower),
     "slogdet": lambda ts, ans, a: [None, _trace(np.linalg.solve(a, ts[0]))],
     "cholesky": lambda ts, L, a: L @ _phi(_inverse_sandwich(L, _phi(ts[0]) + _phi(ts[0]).T)),
+    # eigh, with M = V^T dS V (dS as for cholesky): dw = diag(M), dV = V (F o M)
+    "eigh": lambda ts, ans, a: _eigh_tangents(_sandwich(ans[1], _phi(ts[0]) + _phi(ts[0]).T),
+                                              *ans),
 }
 
 
@@ -267,3 +273,34 @@ def _inverse_sandwich(L, s, transpose=False):
 def _symmetric_part_cotangent(g):
     """Cotangent of dA for a function of the symmetric dS = Phi(dA) + Phi(dA)^T, without Phi."""
     return g + g.T
+
+
+# -- eigh helpers (w ascending, V's columns the eigenvectors; derivatives need distinct w) -----
+
+def _eye(n, dtype):
+    return constant(np.eye(n, dtype=dtype))
+
+
+def _eigen_gaps(w):
+    """F with F[i, j] = 1 / (w[j] - w[i]) off the diagonal and 0 on it (equal eigenvalues
+    divide by zero: inf/nan)."""
+    n = w.shape[0]
+    return constant(1 - np.eye(n, dtype=w.dtype)) / (w[None, :] - w[:, None] + _eye(n, w.dtype))
+
+
+def _eigh_tangents(m, w, V):
+    """Tangents (of w, of V) of eigh from m = V^T dS V: diag(m) and V (F o m)."""
+    return [np.sum(m * _eye(w.shape[0], w.dtype), axis=1), V @ (_eigen_gaps(w) * m)]
+
+
+def _sandwich(V, s):
+    return V.T @ s @ V
+
+
+def _eigh_cotangent(g, w, V):
+    """V (diag(g_w) + F o (V^T g_V)) V^T, the transpose of dS -> (dw, dV); g = (g_w, g_V),
+    either None."""
+    g_w, g_V = g
+    inner = _add(None if g_w is None else g_w[:, None] * _eye(w.shape[0], w.dtype),
+                 None if g_V is None else _eigen_gaps(w) * (V.T @ g_V))
+    return V @ inner @ V.T

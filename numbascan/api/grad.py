@@ -16,6 +16,7 @@ from ..ad.engine import Backward, DerivativeError, jvp_replay, vjp_rule, zeros_l
 from ..core.context import active_traces, current_trace
 from ..runtime.cache import traced_program
 from ..runtime.program import run_traced
+from ..trace.names import named, short_name
 from ..trace.program import STATIC_TYPES, _flatten, _unflatten, inline_inputs, trace_program
 from ..trace.tracer import RunTracer, Tracer, bind, constant
 from .scan import choose_mode, scan
@@ -100,8 +101,17 @@ def _backward(f, args, nums):
     return prog, bw, pos, prog.traced_leaves(bw.outputs)
 
 
+def _label(transform, f):
+    """The name messages give the functions `transform` makes of `f`: "ns.grad(loss)"."""
+    return f"{transform}({short_name(f)})"
+
+
 def value_and_grad(f, argnums=0):
     """`(f(*args), d f / d args[argnums])` for scalar-valued `f`."""
+    return _value_and_grad(f, argnums, _label("ns.value_and_grad", f))
+
+
+def _value_and_grad(f, argnums, label):
     def value_and_grad_f(*args):
         nums, args = _selected(argnums, args)
 
@@ -117,19 +127,20 @@ def value_and_grad(f, argnums=0):
             grads = tuple(cts[pos[i]] if cts[pos[i]] is not None else zeros_like(args[i])
                           for i in nums)
             return out, grads if not isinstance(argnums, (int, np.integer)) else grads[0]
-        return _run(build, args)
-    return value_and_grad_f
+        return _run(named(build, label), args)
+    return named(value_and_grad_f, label)
 
 
 def grad(f, argnums=0):
     """`d f / d args[argnums]`; or, Theano's form, `grad(cost, wrt)` on traced values."""
     if isinstance(f, Tracer):
         return theano_grad(f, argnums)
-    vg = value_and_grad(f, argnums)
+    label = _label("ns.grad", f)
+    vg = _value_and_grad(f, argnums, label)
 
     def grad_f(*args):
         return vg(*args)[1]
-    return grad_f
+    return named(grad_f, label)
 
 
 def jvp(f, primals, tangents):
@@ -163,9 +174,10 @@ def jvp(f, primals, tangents):
             touts[i] = RunTracer(current_trace(), current_trace().lift(touts[i]), n_rows[k])
         return (_unflatten(prog.out_spec, outs),
                 _unflatten(prog.out_spec, touts[:prog.n_leaves]))
-    return _run(build, primals + [np.asarray(t, dtype=np.asarray(p).dtype)
-                                  if not isinstance(t, Tracer) else t
-                                  for p, t in zip(primals, tangents)])
+    return _run(named(build, _label("ns.jvp", f)),
+                primals + [np.asarray(t, dtype=np.asarray(p).dtype)
+                           if not isinstance(t, Tracer) else t
+                           for p, t in zip(primals, tangents)])
 
 
 def vjp(f, *primals):
@@ -173,7 +185,8 @@ def vjp(f, *primals):
     _check_differentiable(primals, range(len(primals)), "primals")
     n = len(primals)
     primals = _as_arrays(primals, range(n))
-    outputs = _run(lambda *a: f(*a), list(primals))
+    label = _label("ns.vjp", f)
+    outputs = _run(named(lambda *a: f(*a), label), list(primals))
     out_leaves, out_spec = _flatten(outputs)
 
     def vjp_fn(cotangent):
@@ -197,9 +210,10 @@ def vjp(f, *primals):
             in_cts = bw.run(cts)
             return tuple(in_cts[pos[i]] if in_cts[pos[i]] is not None else zeros_like(ps[i])
                          for i in range(n))
-        return _run(build, list(primals) + [c if isinstance(c, Tracer) else
-                                            np.asarray(c, dtype=np.asarray(o).dtype)
-                                            for c, o in zip(ct_leaves, out_leaves)])
+        return _run(named(build, label),
+                    list(primals) + [c if isinstance(c, Tracer) else
+                                     np.asarray(c, dtype=np.asarray(o).dtype)
+                                     for c, o in zip(ct_leaves, out_leaves)])
     return outputs, vjp_fn
 
 
@@ -209,6 +223,10 @@ def _basis(size, dtype):
 
 def jacfwd(f, argnums=0):
     """Jacobian by forward mode: one tangent per input element, run as one scan."""
+    return _jacfwd(f, argnums, _label("ns.jacfwd", f))
+
+
+def _jacfwd(f, argnums, label):
     def jac(*args):
         nums, args = _selected(argnums, args)
 
@@ -235,18 +253,21 @@ def jacfwd(f, argnums=0):
                     t = touts[0]
                     return t if t is not None else constant(np.zeros(outs[0].shape, outs[0].dtype))
                 size = int(np.prod(shape))
-                cols, _ = scan(column, sequences=_basis(size, dtype), return_list=True)
+                cols, _ = scan(named(column, label), sequences=_basis(size, dtype),
+                               return_list=True)
                 cols = cols[0]                                # (size, *out_shape)
                 out_nd = cols.ndim - 1
                 J = np.transpose(cols, tuple(range(1, out_nd + 1)) + (0,))
                 results.append(np.reshape(J, tuple(J.shape[:out_nd]) + tuple(shape)))
             return results[0] if isinstance(argnums, (int, np.integer)) else tuple(results)
-        return _run(build, args)
-    return jac
+        return _run(named(build, label), args)
+    return named(jac, label)
 
 
 def jacrev(f, argnums=0):
     """Jacobian by reverse mode: one forward pass, one backward pass per output element."""
+    label = _label("ns.jacrev", f)
+
     def jac(*args):
         nums, args = _selected(argnums, args)
 
@@ -263,12 +284,13 @@ def jacrev(f, argnums=0):
                 return [cts[pos[i]] if cts[pos[i]] is not None else zeros_like(args[i])
                         for i in nums]
             size = int(np.prod(oshape))
-            rows, _ = scan(row, sequences=_basis(size, odtype), return_list=True)
+            rows, _ = scan(named(row, label), sequences=_basis(size, odtype),
+                           return_list=True)
             results = [np.reshape(r, tuple(oshape) + tuple(np.shape(args[i])))
                        for r, i in zip(rows, nums)]
             return results[0] if isinstance(argnums, (int, np.integer)) else tuple(results)
-        return _run(build, args)
-    return jac
+        return _run(named(build, label), args)
+    return named(jac, label)
 
 
 def jacobian(f, argnums=0, mode="auto"):
@@ -284,7 +306,7 @@ def jacobian(f, argnums=0, mode="auto"):
             out = output_shape(f, args)
             m = "fwd" if n_in <= int(np.prod(out)) else "rev"
         return (jacfwd if m == "fwd" else jacrev)(f, argnums)(*args)
-    return jac
+    return named(jac, _label("ns.jacobian", f))
 
 
 def output_shape(f, args):
@@ -299,7 +321,7 @@ def output_shape(f, args):
 
 def hessian(f, argnums=0):
     """Matrix of second derivatives: forward over reverse."""
-    return jacfwd(jacrev(f, argnums), argnums)
+    return _jacfwd(jacrev(f, argnums), argnums, _label("ns.hessian", f))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -19,12 +19,13 @@ mode), recorded as a scan equation inside `ns.jit`, `ns.vmap`, the derivatives a
     carries `(val, cond_fun(val))` and stops with ns.until when the condition turns false;
     a step whose carried condition is false keeps `val` (only the first step can meet one:
     when `cond_fun(init_val)` is false).
-  * `associative_scan(fn, elems, reverse, axis)`: JAX's algorithm (combine neighbours,
-    recurse on the half, interleave), O(log n) levels of whole-array NumPy slicing and
-    concatenation, which runs eagerly on NumPy arrays and is traced like any NumPy code.
+  * `associative_scan(fn, elems, reverse, axis)`: in traced code, and eagerly for more than a
+    chunk of elements when that is worth the cores, a parallel map of scans over chunks
+    (api/prefix.py); other eager calls run JAX's algorithm (combine neighbours, recurse on the
+    half, interleave), O(log n) levels of whole-array NumPy slicing and concatenation.
 
-The loops keep only the last carry in memory when nothing else is stored (`_keep_last`); a
-scan with `ys` stores every carry eagerly (as ns.scan does) and only the last inside ns.jit.
+The loops keep only the last carry in memory (`_keep_last`, also in a scan with `ys`, which
+stores every `y`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ..loop.args import ScanError, until
 from ..runtime.cache import function_key
 from ..trace.captures import with_traced_captures
 from ..trace.tracer import RunTracer, Trace, Tracer, TracingError, constant
+from .prefix import parallel_prefixes, runs_in_chunks
 from .pytree import first_difference, flatten, leaf_paths, unflatten
 from .scan import scan as theano_scan
 
@@ -305,15 +307,8 @@ def scan(f, init, xs=None, length=None, reverse=False, unroll=1, *, mode=None):
     outs, _ = theano_scan(step, sequences=x_leaves or None,
                           outputs_info=carry_leaves + [None] * ny, n_steps=length,
                           go_backwards=reverse, mode=mode, return_list=True,
-                          _keep_last=ny == 0)
-    carry_rows, ys = outs[:nc], outs[nc:]
-    if ny == 0:
-        carry = list(carry_rows)                             # the last states
-    elif any(isinstance(r, RunTracer) for r in carry_rows):
-        # the rows that ran are a run-time count, which may be zero: then the carry is init
-        carry = [np.where(r.shape[0] > 0, r[-1], c) for r, c in zip(carry_rows, carry_leaves)]
-    else:
-        carry = [r[-1] if isinstance(r, Tracer) else np.array(r[-1]) for r in carry_rows]
+                          _keep_last=tuple(range(nc)))
+    carry, ys = list(outs[:nc]), outs[nc:]                   # the last states, every y
     if reverse:
         ys = [y[::-1] if isinstance(y, Tracer) else np.ascontiguousarray(y[::-1]) for y in ys]
     return unflatten(carry_def, carry), unflatten(y_def, ys)
@@ -475,14 +470,18 @@ def _interleave(even, odd, axis):
     return merged
 
 
-def associative_scan(fn, elems, reverse=False, axis=0):
+def associative_scan(fn, elems, reverse=False, axis=0, *, mode=None):
     """JAX's `lax.associative_scan`: every prefix `[a, fn(a, b), fn(fn(a, b), c), ...]` of an
-    associative `fn` along `axis`, in O(log n) levels of whole-array operations.
+    associative `fn` along `axis`, in O(log n) depth.
 
     `elems` is a pytree of arrays with the same size along `axis`; `fn(a, b)` takes and
     returns pytrees of that structure, applied elementwise along `axis` (it receives slices of
-    any length). `reverse=True` gives `[..., fn(fn(z, y), x), fn(z, y), z]`. Eager on NumPy
-    arrays (NumPy's whole-array operations), traced inside ns.jit, ns.vmap and derivatives."""
+    any length). `reverse=True` gives `[..., fn(fn(z, y), x), fn(z, y), z]`. Traced code
+    (ns.jit, ns.vmap, derivatives) and large eager calls of a traceable fn run as scans of
+    chunks spread over the cores or the GPU's threads (api/prefix.py), where fn receives slices
+    of length 1 and must keep each leaf's dtype and shape; other eager calls run JAX's odd/even
+    recursion of NumPy's whole-array operations. `mode` is ns.scan's ("cpu", "python", "cuda";
+    an eager call in "python" runs the odd/even recursion)."""
     where = "associative_scan"
     if not callable(fn):
         raise TypeError(f"{where}: fn: expected a callable, found {type(fn).__name__}")
@@ -529,6 +528,8 @@ def associative_scan(fn, elems, reverse=False, axis=0):
         even = [np.concatenate([_slice(x, axis, 0, 1), e], axis=axis) for x, e in zip(xs, even)]
         return [_interleave(e, o, axis) for e, o in zip(even, odd)]
 
+    if runs_in_chunks(fn, tree, leaves, axis, mode):
+        return unflatten(tree, parallel_prefixes(fn, tree, leaves, axis, reverse, mode))
     if reverse:
         leaves = [_slice(x, axis, None, None, -1) for x in leaves]
     out = prefixes(leaves)

@@ -98,6 +98,15 @@ class LoopRenderer(Renderer):
     def nested_scan(self, step, layout):
         return render_scan_function(self.module, step, layout, hoist=not self.in_loop)
 
+    def r_transpose(self, out, e):
+        """A matrix transpose is a view (`x.T`, no loop nest to compile) unless it is written
+        into an output row; its readers index the view."""
+        x, res = e.inputs[0], e.outputs[0]
+        if x.ndim == 2 and tuple(e.p["axes"]) == (1, 0) and res.id not in self.alias:
+            out(f"{self.name(res)} = {self.name(x)}.T")
+            return
+        super().r_transpose(out, e)
+
 
 def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True,
                          progress=False) -> str:

@@ -50,7 +50,7 @@ import numpy as np
 from numba import cuda
 from numbascan.random import uniform_scalar, normal_scalar, binomial_scalar
 from numbascan.codegen.linalg import lu_solve_loops, slogdet_loops, cholesky_loops
-from numbascan.codegen.linalg import triangular_loops
+from numbascan.codegen.linalg import triangular_loops, eigh_loops
 
 uniform_dev = cuda.jit(device=True)(uniform_scalar)
 normal_dev = cuda.jit(device=True)(normal_scalar)
@@ -59,6 +59,7 @@ lu_solve_dev = cuda.jit(device=True)(lu_solve_loops)
 slogdet_dev = cuda.jit(device=True)(slogdet_loops)
 cholesky_dev = cuda.jit(device=True)(cholesky_loops)
 triangular_dev = cuda.jit(device=True)(triangular_loops)
+eigh_dev = cuda.jit(device=True)(eigh_loops)
 
 {functions}
 '''
@@ -258,7 +259,8 @@ class CudaRenderer(Renderer):
 
     # -- linear algebra: codegen/linalg.py's loops as device functions ------------------------
     LINALG_FUNCTIONS = {"solve": "lu_solve_dev", "slogdet": "slogdet_dev",
-                        "cholesky": "cholesky_dev", "triangular_solve": "triangular_dev"}
+                        "cholesky": "cholesky_dev", "triangular_solve": "triangular_dev",
+                        "eigh": "eigh_dev"}
 
     def scratch(self, shape, dtype, prefix="lu"):
         """Each thread's own work buffer (a local array, also when lanes share the step's)."""

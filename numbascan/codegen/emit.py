@@ -22,7 +22,9 @@ from numbascan.random import uniform_ahead_nb, normal_ahead_nb, binomial_ahead_n
 from numbascan.codegen.fastmath import exp_fast, expit_fast, tanh_fast
 from numbascan.codegen.shortmath import exp_short, expit_short, tanh_short
 from numbascan.codegen.linalg import lu_solve_nb, slogdet_nb, cholesky_nb, triangular_nb
+from numbascan.codegen.linalg import eigh_nb, eigh_lapack_nb
 from numbascan.codegen.calls import call_address
+from numbascan.codegen.matmul import matmul_nb, matvec_nb, vecmat_nb
 {preamble}
 {functions}
 '''

@@ -538,6 +538,9 @@ class Renderer:
         out.dedent()
         self.close_outer(out, [x.shape[a] for a in kept])
 
+    # a float matmul of loop nests calls the loops of codegen/matmul.py
+    MATMUL_FUNCTIONS = {"matmul": "matmul_nb", "matvec": "matvec_nb", "vecmat": "vecmat_nb"}
+
     def r_matmul(self, out: Lines, e: Eqn):
         a, b = e.inputs
         res = e.outputs[0]
@@ -556,6 +559,10 @@ class Renderer:
         if work >= BLAS_MIN_WORK and a.dtype == b.dtype == res.dtype and a.dtype.kind == "f":
             out(f"np.dot({A}, {B}, {R})")  # BLAS gemv/gemm into the preallocated result
             self.module.uses_blas = True
+            return
+        if a.dtype == b.dtype == res.dtype and a.dtype.kind == "f" and self.MATMUL_FUNCTIONS:
+            kind = "matvec" if b.ndim == 1 else "vecmat" if a.ndim == 1 else "matmul"
+            out(f"{self.MATMUL_FUNCTIONS[kind]}({A}, {B}, {R})")
             return
         if b.ndim == 1:                    # (m, k) @ (k,) -> (m,)
             i, acc = self.fresh(), self.fresh("acc")
@@ -584,7 +591,8 @@ class Renderer:
 
     # -- linear algebra: calls of the loops of codegen/linalg.py -------------------------------
     LINALG_FUNCTIONS = {"solve": "lu_solve_nb", "slogdet": "slogdet_nb",
-                        "cholesky": "cholesky_nb", "triangular_solve": "triangular_nb"}
+                        "cholesky": "cholesky_nb", "triangular_solve": "triangular_nb",
+                        "eigh": "eigh_nb"}
 
     def scratch(self, shape, dtype, prefix="lu"):
         """A work buffer of one equation, allocated with the function's other buffers."""
@@ -604,11 +612,13 @@ class Renderer:
 
     def linalg(self, out, e: Eqn, args, **names):
         """The call of the loops of `e` on `args` (a LAPACK call for a large matrix, filled
-        with `names`); "lu" in args stands for a new scratch buffer of the matrix's shape."""
+        with `names`); "lu" in args stands for a new scratch buffer of the matrix's shape and
+        dtype, "work" for one of its shape in float64."""
         a = e.inputs[0]
         if a.shape[0] > la.LOOP_MAX and e.prim in la.LAPACK:
             return self.large_linalg(out, e, dict(names, a=self.name(a)))
-        args = [self.scratch(a.shape, a.dtype) if x == "lu" else x for x in args]
+        args = [self.scratch(a.shape, a.dtype) if x == "lu" else
+                self.scratch(a.shape, np.float64, "work") if x == "work" else x for x in args]
         call = f"{self.LINALG_FUNCTIONS[e.prim]}({', '.join([self.name(a)] + args)})"
         with self.one_thread(out, e):
             out(f"{names['result']} = {call}" if "result" in names else call)
@@ -646,6 +656,10 @@ class Renderer:
         if dt != np.float64:
             for v, value in zip(e.outputs, (sign, logabsdet)):
                 out(f"{self.name(v)} = {self.cast(value, dt)}")
+
+    def r_eigh(self, out: Lines, e: Eqn):
+        w, v = (self.buffer(res, out) for res in e.outputs)
+        self.linalg(out, e, ["work", "work", w, v], w=w, v=v)
 
     def _unravel(self, flat, shape):
         strides = np.cumprod((1,) + tuple(shape[::-1]))[:-1][::-1]

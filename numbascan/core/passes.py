@@ -3,13 +3,22 @@
 `keep_only_last_steps`: a scan output whose only uses are `out[-1]` keeps only its last step
 (a ring of L + 1 rows instead of n + L), Theano's "scan notices this and does not waste memory".
 For a scan that stops early, `out[-1]` is the row `max(n_run - 1, 0)` of its run-time count.
+
+`simplify`: common subexpressions merged (an equation of the primitive table repeating an
+earlier one's primitive, inputs and parameters is dropped for it; random draws excepted) and
+transposes of transposes folded, then dead code removed. Derivative rules repeat structural
+work (`S.T` once per use, `A.T.T`); every equation dropped here is a loop nest numba does not
+compile.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from .ir import Eqn, IR, Lit, Var
+from . import primitives
+from .ir import Eqn, IR, Lit, Var, dead_code_elimination
+
+NOT_MERGED = {"random"}     # two draws with equal inputs are still two draws
 
 
 def _subst(x, table):
@@ -75,3 +84,57 @@ def _is_last_row(e, v, n, n_run, last_run_rows):
         return e.p["spec"] == (("int", n - 1),)
     return (e.p["spec"] == (("dyn", n),) and isinstance(e.inputs[1], Var) and
             (n_run, e.inputs[1].id) in last_run_rows)
+
+
+def _operand_key(x):
+    if isinstance(x, Var):
+        return x.id
+    return ("lit", type(x.value).__name__, repr(x.value))
+
+
+def _eqn_key(e):
+    """A hashable identity of what `e` computes, or None when it must not be merged."""
+    if e.prim not in primitives.TABLE or e.prim in NOT_MERGED:
+        return None
+    key = (e.prim, tuple(_operand_key(x) for x in e.inputs), e.params)
+    try:
+        hash(key)
+    except TypeError:                          # an array-valued parameter: left alone
+        return None
+    return key
+
+
+def _axes(e, ndim):
+    axes = e.p.get("axes")
+    return tuple(range(ndim))[::-1] if axes is None else tuple(axes)
+
+
+def simplify(ir: IR) -> IR:
+    """`ir` with repeated equations merged and transpose(transpose(x)) folded (see above)."""
+    table: dict = {}                           # id of a dropped value -> the value that replaces it
+    seen: dict = {}                            # _eqn_key -> outputs of its first equation
+    made: dict = {}                            # id -> the equation that made it
+    eqns = []
+    for e in ir.eqns:
+        e = Eqn(e.prim, tuple(_subst(x, table) for x in e.inputs), e.outputs, e.params)
+        src = made.get(e.inputs[0].id) if e.prim == "transpose" and \
+            isinstance(e.inputs[0], Var) else None
+        if src is not None and src.prim == "transpose":
+            inner, outer = _axes(src, src.inputs[0].ndim), _axes(e, e.inputs[0].ndim)
+            axes = tuple(inner[a] for a in outer)
+            if axes == tuple(range(len(axes))):
+                table[e.outputs[0].id] = src.inputs[0]
+                continue
+            e = Eqn("transpose", (src.inputs[0],), e.outputs, (("axes", axes),))
+        key = _eqn_key(e)
+        if key is not None and key in seen:
+            for v, w in zip(e.outputs, seen[key]):
+                table[v.id] = w
+            continue
+        if key is not None:
+            seen[key] = e.outputs
+        for v in e.outputs:
+            made[v.id] = e
+        eqns.append(e)
+    out = IR(ir.inputs, tuple(eqns), tuple(_subst(v, table) for v in ir.outputs))
+    return dead_code_elimination(out)

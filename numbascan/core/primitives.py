@@ -124,6 +124,30 @@ _def("slogdet", "special", lambda a: tuple(np.asarray(r, a.dtype) for r in np.li
      abstract=lambda inputs: [(inputs[0].dtype, ()), (inputs[0].dtype, ())])
 
 
+# `eigh`: two outputs, the eigenvalues w (n,) in ascending order and the eigenvectors v (n, n)
+# as columns, of the symmetric matrix made from a's lower triangle (NumPy's UPLO='L'). Each
+# column's sign is fixed (the same rule in every mode and on every path, codegen/linalg.py's
+# loops included): its first entry of magnitude at least 1 / (2 sqrt(n)) is positive (a unit
+# vector has an entry of magnitude 1 / sqrt(n) or more, so there is one).
+def eigenvector_signs(v):
+    """v with each column's sign fixed by `eigh`'s rule."""
+    n = v.shape[0]
+    if n == 0:
+        return v
+    first = np.argmax(np.abs(v) >= 0.5 / np.sqrt(n), axis=0)
+    return v * np.where(v[first, np.arange(n)] < 0, -1, 1).astype(v.dtype)
+
+
+def _eigh(a):
+    w, v = np.linalg.eigh(a)
+    return w, eigenvector_signs(v)
+
+
+_def("eigh", "special", _eigh,
+     abstract=lambda inputs: [(inputs[0].dtype, tuple(inputs[0].shape[:1])),
+                              (inputs[0].dtype, tuple(inputs[0].shape))])
+
+
 def index_tuple(spec, dyn):
     """spec: one entry per leading axis: ("int", k) | ("slice", start, step, length) | ("dyn", dim)."""
     it = iter(dyn)

@@ -20,7 +20,7 @@ import numpy as np
 from ..core.ir import check_dtype
 from ..core.layout import SeqLayout
 from ..shared import Shared
-from ..trace.tracer import Tracer
+from ..trace.tracer import Tracer, constant
 
 MODES = ("cpu", "python", "cuda")
 # The mode of a scan without `mode=` in this context (None: NUMBASCAN_MODE); a python-mode scan
@@ -79,6 +79,8 @@ def _value(x, what):
         raise TypeError(f"{what}: expected a numeric array (bool, int or float), found "
                         f"{type(x).__name__} with dtype {arr.dtype}")
     check_dtype(arr.dtype, what)
+    if arr is not x:       # a scalar or a list made into an array here: a constant of a trace
+        constant(arr)
     return arr
 
 
@@ -127,10 +129,12 @@ class ScanArgs:
     strict: bool
     return_list: bool
     checkpoint: object
-    keep_last: bool = False
+    keep_last: object = False  # True: every output keeps its last step only; a tuple: those outputs
     parallel: bool = False     # steps independent of each other (ns.vmap's map)
     mode: str = None           # as asked for; recorded on scan equations of traced programs
     state_avals: list = field(default_factory=list)   # per fed-back output: (dtype, step shape)
+    # how `sequences` and `outputs_info` were given (`_form`), for messages about the call
+    arg_forms: tuple = ("list", "list")
 
     def signature(self):
         """Everything about the arguments that shapes the traced step (not n_steps)."""
@@ -142,6 +146,11 @@ class ScanArgs:
                 tuple(aval(v) for v in self.nonseqs), self.go_backwards, self.keep_last,
                 self.parallel,
                 self.strict, self.name)
+
+    def keeps_last(self, i) -> bool:
+        """Output `i` keeps only its last step (reduce, foldl; numbascan.lax's carries)."""
+        return self.keep_last is True or (isinstance(self.keep_last, tuple) and
+                                          i in self.keep_last)
 
     def arg_avals(self):
         avals = []
@@ -166,8 +175,11 @@ def normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_grad
         if isinstance(s, dict):
             unknown = set(s) - {"input", "taps"}
             if unknown or "input" not in s:
+                jax = (f"; a dict of arrays here reads like the carry of JAX's scan(f, init, "
+                       f"xs): {JAX_ORDER}" if _form(outputs_info) == "array" and
+                       "input" not in s else "")
                 raise ScanError(f"{what}: expected dict(input=array, taps=[...]), found keys "
-                                f"{sorted(s)}")
+                                f"{sorted(s)}{jax}")
             arr, taps = s["input"], _taps(s.get("taps", [0]), what, (0,))
         else:
             arr, taps = s, (0,)
@@ -177,7 +189,8 @@ def normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_grad
                 f"{what}: expected an array with a leading time axis, found a 0-d value. Note "
                 f"that scan's positional order is Theano's, (fn, sequences, outputs_info, "
                 f"non_sequences, n_steps), not JAX's (f, init, xs): pass keywords, e.g. "
-                f"ns.scan(fn, sequences=xs, outputs_info=init)")
+                f"ns.scan(fn, sequences=xs, outputs_info=init) with fn(x, carry); for JAX's "
+                f"convention, f(carry, x) -> (carry, y), use numbascan.lax.scan(f, init, xs)")
         seqs.append(arr)
         seq_layouts.append(SeqLayout(taps))
 
@@ -190,7 +203,7 @@ def normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_grad
             unknown = set(o) - {"initial", "taps"}
             if unknown:
                 raise ScanError(f"{what}: unknown keys {sorted(unknown)}; expected "
-                                f"dict(initial=..., taps=[...])")
+                                f"dict(initial=..., taps=[...]){_PYTREE_STATE}")
             init = o.get("initial")
             if init is None or ("taps" in o and o["taps"] is None):   # Theano: a map output
                 inits.append(None)
@@ -264,7 +277,7 @@ def normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_grad
     return ScanArgs(fn, seqs, seq_layouts, inits, out_taps, nonseqs, n, bool(go_backwards),
                     int(truncate_gradient), name, strict, return_list, checkpoint,
                     keep_last=keep_last, parallel=parallel, mode=mode,
-                    state_avals=state_avals)
+                    state_avals=state_avals, arg_forms=(_form(sequences), _form(outputs_info)))
 
 
 def _check_checkpoint(checkpoint):
@@ -291,7 +304,78 @@ def _one_state(init, what):
             f"{type(init).__name__} of {len(init)} values; a tuple or list of states means "
             f"several outputs: list them flat, outputs_info=[s0, s1, ...] (each entry an "
             f"array, dict(initial=..., taps=[...]) or None), and return one array per output "
-            f"from the step (np.stack(...) makes one state of several arrays)")
+            f"from the step (np.stack(...) makes one state of several arrays){_PYTREE_STATE}")
+
+
+# ------------------------------------------------------------------------------------------------
+# calls that read like JAX's scan, or hand scan a tuple of states
+
+JAX_ORDER = ("ns.scan follows Theano's order, scan(fn, sequences, outputs_info, non_sequences, "
+             "...), and f(carry, x) -> (carry, y) is JAX's convention: use "
+             "numbascan.lax.scan(f, init, xs), or ns.scan(fn, sequences=xs, outputs_info=[init, "
+             "None]) with fn(x, carry) -> (carry, y)")
+_PYTREE_STATE = ("; for one state made of several arrays (a tuple, dict or other pytree carry), "
+                 "numbascan.lax.scan(f, init, xs) carries it whole: f(carry, x) -> (carry, y)")
+
+
+def _form(x):
+    """How an argument was given: "none", "list", "tuple", "dict", or "array" (one value)."""
+    if x is None:
+        return "none"
+    return next((name for kind, name in ((list, "list"), (tuple, "tuple"), (dict, "dict"))
+                 if isinstance(x, kind)), "array")
+
+
+def _takes_two(fn):
+    """Whether `fn` takes exactly two positional arguments, as JAX's f(carry, x) does."""
+    try:
+        sig = inspect.signature(getattr(fn, "fn", fn))
+    except (TypeError, ValueError):
+        return False
+    try:
+        sig.bind(0, 0)
+    except TypeError:
+        return False
+    try:
+        sig.bind(0, 0, 0)
+    except TypeError:
+        return True
+    return False
+
+
+def reads_like_jax(sa: ScanArgs, n_outputs=None) -> bool:
+    """Whether the call reads like JAX's scan(f, init, xs) met by Theano's positional order:
+    init (an array, or a tuple of them) in `sequences`, xs (one array) in `outputs_info`, no
+    non_sequences, a step of two parameters, f(carry, x); with `n_outputs` (what the step
+    returned), also one sequence and one fed-back state, and a step returning (carry, y)."""
+    seq_form, out_form = sa.arg_forms
+    if seq_form not in ("array", "tuple") or out_form != "array" or sa.nonseqs or \
+            not _takes_two(sa.fn):
+        return False
+    if n_outputs is None:
+        return True
+    return (n_outputs == 2 and len(sa.seqs) == 1 and sa.seq_layouts[0].taps == (0,) and
+            sa.out_taps == [(-1,)])
+
+
+def tuple_of_states(sa: ScanArgs) -> str:
+    """What to say of an outputs_info given as a top-level tuple (Theano reads it as its list)."""
+    n = len(sa.out_taps)
+    return (f"outputs_info: expected a list with one entry per output (an array, a dict with "
+            f"'initial'/'taps', or None), found a tuple of {n} entries, which scan reads as "
+            f"that list, as Theano does: {n} outputs, each entry that is not None fed back to "
+            f"the step as an argument of its own{_PYTREE_STATE}")
+
+
+def output_count_error(sa: ScanArgs, n_outputs) -> ScanError:
+    """The error of a step that returned `n_outputs` outputs for the outputs_info entries."""
+    message = (f"fn returned {n_outputs} output(s) but outputs_info has {len(sa.out_taps)} "
+               f"entries; give one outputs_info entry (None for a map output) per output")
+    if reads_like_jax(sa, n_outputs):
+        message += f". This reads like JAX's scan(f, init, xs): {JAX_ORDER}"
+    elif sa.arg_forms[1] == "tuple":
+        message += f". {tuple_of_states(sa)}"
+    return ScanError(message)
 
 
 def check_arity(sa: ScanArgs):
@@ -317,7 +401,15 @@ def check_arity(sa: ScanArgs):
             f"({', '.join(passed) or 'none'}), but {name}{sig} does not accept them ({exc}); "
             f"scan passes the sequence slices (every tap of every sequence), then the previous "
             f"outputs (every tap of every outputs_info entry that is not None), then the "
-            f"non_sequences") from None
+            f"non_sequences{_arity_hint(sa)}") from None
+
+
+def _arity_hint(sa: ScanArgs):
+    if sa.arg_forms[1] == "tuple":
+        return f". {tuple_of_states(sa)}"
+    if reads_like_jax(sa):
+        return f". This reads like JAX's scan(f, init, xs): {JAX_ORDER}"
+    return ""
 
 
 def _offset(tap):

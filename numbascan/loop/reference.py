@@ -18,8 +18,8 @@ from ..core.layout import OutLayout
 from ..shared import Updates, _PYTHON_STATES
 from ..trace.tracer import TracingError
 from .args import ScanArgs, ScanError, _MODE, check_buffer_bytes
-from .step import (_check_update, call_step, check_returned_value, check_step_outputs,
-                   split_step_result, trace_step)
+from .step import (_check_update, call_step, check_call_form, check_returned_value,
+                   check_step_outputs, split_step_result, trace_step)
 
 # ------------------------------------------------------------------------------------------------
 # random draws: one hook for traces and python-mode steps
@@ -132,6 +132,7 @@ def scan_python(sa: ScanArgs, on_step=None):
                 args += [_readonly(hist[k][ol.window_row(tap)]) for tap in ol.taps]
             args += nonseqs
             outputs, updates, cond = split_step_result(call_step(sa, sa.fn, args))
+            check_call_form(sa, outputs)
             for i, o in enumerate(outputs):
                 check_returned_value(f"output {i}", o)
             outputs = [np.asarray(o) for o in outputs]
@@ -142,8 +143,8 @@ def scan_python(sa: ScanArgs, on_step=None):
                 check_buffer_bytes(n, _buffers(sa, outputs, updates))
                 collected = [[] for _ in outputs]
                 shared_keys = list(updates)
-            for c, o in zip(collected, outputs):
-                if sa.keep_last:           # reduce/foldl/foldr keep only the last step
+            for i, (c, o) in enumerate(zip(collected, outputs)):
+                if sa.keeps_last(i):       # reduce/foldl/foldr keep only the last step
                     c.clear()
                 c.append(o.copy())
             for k, (i, _) in enumerate(fed):
@@ -183,8 +184,7 @@ def scan_python(sa: ScanArgs, on_step=None):
     else:
         out_arrays = [np.stack(c) for c in collected]
     updates = Updates({k: shared_frame.get(id(k), k.get_value()) for k in shared_keys})
-    if sa.keep_last:
-        out_arrays = [_last(a, i, sa) for i, a in enumerate(out_arrays)]
+    out_arrays = [_last(a, i, sa) if sa.keeps_last(i) else a for i, a in enumerate(out_arrays)]
     return out_arrays, updates, n_run
 
 
@@ -202,10 +202,10 @@ def _buffers(sa, outputs, updates):
     """(rows, dtype, step shape) of each buffer the compiled loop (runtime/cpu.py) allocates
     for this scan: the step's outputs (every step kept, or only the last), then the updated
     shared variables (their last value)."""
-    keep = "last" if sa.keep_last else "all"
     bufs = []
     for i, o in enumerate(outputs):
         taps = sa.out_taps[i] if i < len(sa.out_taps) else ()
+        keep = "last" if sa.keeps_last(i) else "all"
         bufs.append((OutLayout(taps, keep).buffer_rows(sa.n_steps), o.dtype, o.shape))
     for k in updates:
         rows = OutLayout((-1,), keep="last").buffer_rows(sa.n_steps)

@@ -11,12 +11,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.ir import IR, dead_code_elimination
+from ..core.ir import IR
+from ..core.passes import simplify
 from ..core.layout import Layout, OutLayout
 from ..shared import Shared
 from ..trace.captures import with_traced_captures
+from ..trace.names import describe, function_name
 from ..trace.tracer import RunTracer, Trace, Tracer, TracingError
-from .args import ScanArgs, ScanError, check_arity, until
+from .args import (ScanArgs, ScanError, check_arity, output_count_error, reads_like_jax,
+                   until)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -87,12 +90,19 @@ def _describe(value, depth=0):
     return type(value).__name__
 
 
+def check_call_form(sa: ScanArgs, outputs):
+    """Before the outputs are checked one by one: a step whose results read as JAX's (carry,
+    y), of a call that reads like JAX's scan(f, init, xs), raises the count error that says
+    so (its y may be None, or its carry a tuple, which the checks of one output would name)."""
+    if sa.out_taps and len(outputs) != len(sa.out_taps) and reads_like_jax(sa, len(outputs)):
+        raise output_count_error(sa, len(outputs))
+
+
 def check_step_outputs(sa: ScanArgs, outputs, avals):
     """avals: (dtype, shape) of each returned output. Raises on a mismatch with outputs_info."""
     n_info = len(sa.out_taps)
     if sa.out_taps and len(outputs) != n_info:
-        raise ScanError(f"fn returned {len(outputs)} output(s) but outputs_info has {n_info} "
-                        f"entries; give one outputs_info entry (None for a map output) per output")
+        raise output_count_error(sa, len(outputs))
     k = 0
     for i, (dtype, shape) in enumerate(avals):
         if i < n_info and sa.out_taps[i]:
@@ -148,9 +158,17 @@ def call_step(sa: ScanArgs, fn, args):
 
 
 def step_name(sa: ScanArgs):
-    fn = getattr(sa.fn, "fn", sa.fn)
-    name = getattr(fn, "__qualname__", None) or type(fn).__name__
-    return repr(name) + (f" of scan {sa.name!r}" if sa.name else "")
+    return repr(function_name(getattr(sa.fn, "fn", sa.fn))) + _of_scan(sa)
+
+
+def describe_step(sa: ScanArgs):
+    """The step as the chain of a TracingError names it: "step function 'kf_step'", or a
+    transformation's label ("ns.jacfwd(f)")."""
+    return describe(getattr(sa.fn, "fn", sa.fn), "step function") + _of_scan(sa)
+
+
+def _of_scan(sa: ScanArgs):
+    return f" of scan {sa.name!r}" if sa.name else ""
 
 
 def trace_step(sa: ScanArgs) -> TracedStep:
@@ -160,9 +178,10 @@ def trace_step(sa: ScanArgs) -> TracedStep:
         try:
             ret = call_step(sa, fn, args)
         except TracingError as err:
-            err.add_context(f"step function {step_name(sa)}")
+            err.add_context(describe_step(sa))
             raise
         outputs, updates, cond = split_step_result(ret)
+        check_call_form(sa, outputs)
         for i, o in enumerate(outputs):
             check_returned_value(f"output {i}", o)
             if isinstance(o, RunTracer):
@@ -204,7 +223,7 @@ def trace_step(sa: ScanArgs) -> TracedStep:
     n_before_nonseq = n_args - len(sa.nonseqs)
     inputs = (tuple(tr.args[:n_before_nonseq]) + tuple(state_vars) +
               tuple(tr.args[n_before_nonseq:]) + tuple(capture_vars) + tuple(rng_vars))
-    ir = dead_code_elimination(IR(inputs, tuple(tr.eqns), result_vars))
+    ir = simplify(IR(inputs, tuple(tr.eqns), result_vars))
     outs = tuple(OutLayout(taps) for taps in sa.out_taps)
     outs += tuple(OutLayout(()) for _ in range(len(out_tracers) - len(outs)))
     outs += tuple(OutLayout((-1,), keep="last") for _ in shared_states)
@@ -213,8 +232,7 @@ def trace_step(sa: ScanArgs) -> TracedStep:
         n_nonseqs=len(sa.nonseqs), n_captures=len(captures),
         rng=tuple((0, tr.rng_used[s]) for s in streams), until=cond is not None,
         go_backwards=sa.go_backwards, parallel=sa.parallel)
-    if sa.keep_last:
-        layout = layout.keep_last(range(len(outs)))
+    layout = layout.keep_last([i for i in range(len(outs)) if sa.keeps_last(i)])
     return TracedStep(ir, layout, shared_states, shared_reads, captures, streams,
                       [(o.dtype, o.shape) for o in out_tracers], len(out_tracers), tr.created)
 

@@ -176,8 +176,8 @@ def scan_untraced(sa, err):
                       UntracedStepWarning, stacklevel=4)
         outs, updates, _ = scan_python(sa)
         return outs, updates
-    outs = [buf[ol.last_row(n)] if sa.keep_last else buf[ol.step_rows()]
-            for buf, ol in zip(bufs, layouts)]
+    outs = [buf[ol.last_row(n)] if sa.keeps_last(i) else buf[ol.step_rows()]
+            for i, (buf, ol) in enumerate(zip(bufs, layouts))]
     return outs, Updates()
 
 

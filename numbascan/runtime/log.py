@@ -25,6 +25,7 @@ import time
 
 from ..loop.args import ScanArgs
 from ..loop.step import step_name
+from ..trace.names import describe
 
 logger = logging.getLogger("numbascan")
 
@@ -64,8 +65,7 @@ def label(what) -> str:
         return "step " + step_name(what)
     if isinstance(what, str):
         return what
-    fn = getattr(what, "fn", what) if type(what).__name__ == "JitFunction" else what
-    return "function " + repr(getattr(fn, "__qualname__", None) or type(fn).__name__)
+    return describe(what, qualified=True)    # or a transformation's "ns.grad(loss)"
 
 
 def timed_trace(trace, what, *args):

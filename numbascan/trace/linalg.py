@@ -1,9 +1,11 @@
-"""Stage: tracing — NumPy's and SciPy's linear algebra on tracers, in four primitives.
+"""Stage: tracing — NumPy's and SciPy's linear algebra on tracers, in five primitives.
 
-`solve`, `triangular_solve`, `cholesky` and `slogdet` (core/primitives.py) are the only
+`solve`, `triangular_solve`, `cholesky`, `slogdet` and `eigh` (core/primitives.py) are the only
 primitives; the rest is written on them here: `inv(a)` is `solve(a, I)`, `det(a)` is
 `sign * exp(logabsdet)`, `cho_solve((c, lower), b)` two triangular solves, `cholesky(a,
-upper=True)` the transpose of the lower factor. numpy_api.py registers `HANDLERS` (NumPy's
+upper=True)` the transpose of the lower factor, `eigvalsh` eigh's first output, UPLO='U' the
+eigh of the transpose. (np.linalg.norm's matrix 2-norm and nuclear norm, in structural.py, are
+eigh's of the Gram matrix.) numpy_api.py registers `HANDLERS` (NumPy's
 functions, reached through `__array_function__`) and `SCIPY_LINALG` (scipy.linalg's, which do
 not dispatch: a traced function sees them in place of SciPy's through a view of the module).
 
@@ -22,6 +24,7 @@ from ..core.context import current_trace
 from .tracer import Tracer, TracingError, bind, constant
 
 SlogdetResult = namedtuple("SlogdetResult", "sign logabsdet")
+EighResult = namedtuple("EighResult", "eigenvalues eigenvectors")
 
 BATCH_HINT = ("numbascan traces one 2-d matrix (with a 1-d or 2-d right-hand side); for a "
               "batch of matrices, map over it with ns.vmap or ns.map")
@@ -44,22 +47,24 @@ def _as(x, dtype):
     return arr if arr is x else constant(arr)       # an array made here is a constant
 
 
-def _square(a, what):
-    """Check that `a` is one square matrix; return its order n."""
+def _square(a, what, arg="a"):
+    """Check that `a` (the argument named `arg`) is one square matrix; return its order n."""
     shape = _shape(a)
     if len(shape) > 2:
         raise TracingError(f"{what} of an array of shape {tuple(shape)}", BATCH_HINT)
     if len(shape) != 2:
-        raise np.linalg.LinAlgError(f"{len(shape)}-dimensional array given. Array must be at "
-                                    f"least two-dimensional")
+        raise np.linalg.LinAlgError(f"{what}: {arg}: {len(shape)}-dimensional array given. "
+                                    f"Array must be at least two-dimensional")
     if shape[0] != shape[1]:
-        raise np.linalg.LinAlgError("Last 2 dimensions of the array must be square")
+        raise np.linalg.LinAlgError(f"{what}: {arg}: expected a square matrix, found shape "
+                                    f"{tuple(shape)} (last 2 dimensions of the array must be "
+                                    f"square)")
     return shape[0]
 
 
-def _rhs(a, b, what):
+def _rhs(a, b, what, arg="a"):
     """Check a square `a` against right-hand side `b`; return both in one float dtype."""
-    n = _square(a, what)
+    n = _square(a, what, arg)
     shape = _shape(b)
     if len(shape) > 2 or len(shape) == 0:
         raise TracingError(f"{what} with a right-hand side of shape {tuple(shape)}",
@@ -102,8 +107,31 @@ def cholesky(a, /, *, upper=False):
     return np.transpose(lower) if upper else lower
 
 
+def _symmetric_operand(a, UPLO, what):
+    """The matrix whose lower triangle the `eigh` primitive reads: `a` for UPLO='L', its
+    transpose for 'U' (a's upper triangle is the lower triangle of a.T)."""
+    if isinstance(UPLO, Tracer) or UPLO not in ("L", "U"):
+        raise ValueError(f"{what}: UPLO: expected 'L' or 'U', found {UPLO!r}")
+    _square(a, what)
+    a = _as(a, _float_dtype(a))
+    return a if UPLO == "L" else np.transpose(a)
+
+
+def eigh(a, UPLO="L"):
+    """np.linalg.eigh: eigenvalues (ascending) and eigenvectors (columns) of the symmetric
+    matrix that a's lower (UPLO='L') or upper triangle makes; signs as core/primitives.py
+    fixes them."""
+    w, v = current_trace().bind("eigh", [_symmetric_operand(a, UPLO, "np.linalg.eigh")])
+    return EighResult(w, v)
+
+
+def eigvalsh(a, UPLO="L"):
+    return current_trace().bind("eigh", [_symmetric_operand(a, UPLO, "np.linalg.eigvalsh")])[0]
+
+
 HANDLERS = {np.linalg.solve: solve, np.linalg.inv: inv, np.linalg.det: det,
-            np.linalg.slogdet: slogdet, np.linalg.cholesky: cholesky}
+            np.linalg.slogdet: slogdet, np.linalg.cholesky: cholesky, np.linalg.eigh: eigh,
+            np.linalg.eigvalsh: eigvalsh}
 
 
 # -- SciPy -------------------------------------------------------------------------------------
@@ -138,7 +166,7 @@ def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True):
                          f"returns as the first argument") from None
     if isinstance(lower, Tracer):
         raise TracingError(f"{what} with a traced `lower`", "pass a Python bool")
-    c, b = _rhs(c, b, what)
+    c, b = _rhs(c, b, what, "c")
     lower = bool(lower)
     # lower: L y = b, then L.T x = y; upper: U.T y = b, then U x = y
     y = bind("triangular_solve", [c, b], lower=lower, transpose=not lower)

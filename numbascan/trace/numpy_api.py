@@ -3,7 +3,9 @@
 `apply_ufunc` and `apply_function` receive what `Tracer.__array_ufunc__` and
 `__array_function__` see. Composite functions (mean, clip, dot, tensordot, stack, squeeze,
 logsumexp, ...) are rewritten here into the small primitive set of `core/primitives.py`, so that the
-code generators and derivative rules only ever see primitives.
+code generators and derivative rules only ever see primitives. A function that is not traced
+raises a TracingError saying what to use instead (`untraced`, alternatives.py); NumPy's random
+draws are refused too, since in a trace they would be constants.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 import numpy as np
 
 from ..core.primitives import TABLE
+from .alternatives import instead
 from .linalg import HANDLERS as LINALG_HANDLERS, SCIPY_LINALG
 from .structural import HANDLERS as STRUCTURAL_HANDLERS
 from .tracer import NUMPY_API, RunTracer, Tracer, TracingError, bind, constant
@@ -40,13 +43,29 @@ def apply_ufunc(ufunc, method, inputs, kwargs):
                            "only plain calls of ufuncs are supported")
     prim = _prim_for_ufunc(ufunc)
     if prim is None:
-        raise TracingError(f"np.{ufunc.__name__}")
+        raise untraced(_ufunc_name(ufunc))
     if prim == "matmul":
         return matmul(*inputs)
     if prim in ("logical_and", "logical_or", "logical_xor", "logical_not"):
         inputs = [_as_bool(x) for x in inputs]
     out = bind(prim, inputs)
     return astype(out, dtype) if dtype is not None else out
+
+
+def _ufunc_name(ufunc):
+    """np.exp2, or scipy.special.gammaln for one of scipy.special's ufuncs."""
+    if getattr(np, ufunc.__name__, None) is ufunc:
+        return f"np.{ufunc.__name__}"
+    special = sys.modules.get("scipy.special")
+    if special is not None and getattr(special, ufunc.__name__, None) is ufunc:
+        return f"scipy.special.{ufunc.__name__}"
+    return f"the ufunc {ufunc.__name__}"
+
+
+def untraced(op):
+    """The TracingError for operation `op` ("np.linalg.pinv"), saying what to use instead
+    where a traced alternative exists (alternatives.py)."""
+    return TracingError(op, instead(op, lambda f: f in HANDLERS))
 
 
 def _as_bool(x):
@@ -96,7 +115,15 @@ def _reduce(prim, x, axis=None, keepdims=False, dtype=None, **unsupported):
     if _ndim(x) == 0:
         return x if prim in ("reduce_sum", "reduce_prod", "reduce_max", "reduce_min") \
             else bind("not_equal", [x, 0])
-    return bind(prim, [x], axes=_norm_axes(axis, _ndim(x)), keepdims=bool(keepdims))
+    out = bind(prim, [x], axes=_norm_axes(axis, _ndim(x)), keepdims=bool(keepdims))
+    return _as_asked(out, dtype)
+
+
+def _as_asked(out, dtype):
+    """A sum, product or cumsum with `dtype=` has that dtype, as in NumPy (the primitive sums a
+    small or 32-bit integer in int64, as NumPy does without `dtype=`; the wrapped result is
+    the same modulo 2**bits)."""
+    return astype(out, dtype) if dtype is not None else out
 
 
 def _reject(name, unsupported):
@@ -131,7 +158,7 @@ def cumsum(x, axis=None, dtype=None, **unsupported):
         x = astype(x, dtype)
     if axis is None:
         x, axis = np.reshape(x, (-1,)), 0
-    return bind("cumsum", [x], axis=_norm_axes(axis, x.ndim)[0])
+    return _as_asked(bind("cumsum", [x], axis=_norm_axes(axis, x.ndim)[0]), dtype)
 
 
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
@@ -287,7 +314,7 @@ def stack(arrays, axis=0, out=None, dtype=None, casting=None):
 
 def where(cond, x=None, y=None):
     if x is None or y is None:
-        raise TracingError("np.where with one argument", "it has a data-dependent shape")
+        raise untraced("np.where with one argument")
     return bind("where", [_as_bool(cond), x, y])
 
 
@@ -314,7 +341,7 @@ def full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None, devi
 
 
 def round_(a, decimals=0, out=None):
-    raise TracingError("np.round")
+    raise untraced("np.round")
 
 
 def _reductions(reduce, mean, arg):
@@ -372,7 +399,7 @@ def apply_function(func, args, kwargs):
         prefix = "np." if mod.startswith("numpy") else mod + "."
         sub = mod.split(".")[1] + "." if mod.startswith("numpy.") and mod.split(".")[1] \
             not in ("_core", "core", "lib", "fromnumeric") else ""
-        raise TracingError(f"{prefix}{sub}{func.__name__}")
+        raise untraced(f"{prefix}{sub}{func.__name__}")
     return handler(*args, **kwargs)
 
 
@@ -499,14 +526,19 @@ def _masked(x: RunTracer, fill):
     return where(np.less(rows, x.n), x.buffer, np.asarray(fill, x.dtype)[()])
 
 
+def _along_rows(out, x: RunTracer):
+    """`out`, a reduction of x's buffer over axes other than the rows: it keeps x's rows."""
+    return RunTracer(out.trace, out.var, x.n)
+
+
 def _run_reduce(prim, x, axis=None, keepdims=False, dtype=None, **unsupported):
     _reject(prim, unsupported)
     if dtype is not None:
         x = x.astype(dtype)
     axes = _norm_axes(axis, x.ndim)
     if 0 not in axes:
-        return _run_elementwise(lambda b: _reduce(prim, b, axes, keepdims), [x], prim)
-    return _reduce(prim, _masked(x, _MASK_FILL[prim](x.dtype)), axes, keepdims)
+        return _along_rows(_reduce(prim, x.buffer, axes, keepdims, dtype), x)
+    return _reduce(prim, _masked(x, _MASK_FILL[prim](x.dtype)), axes, keepdims, dtype)
 
 
 def _run_mean(x, axis=None, dtype=None, keepdims=False, **unsupported):
@@ -516,7 +548,7 @@ def _run_mean(x, axis=None, dtype=None, keepdims=False, **unsupported):
         x = x.astype(np.float64)
     axes = _norm_axes(axis, x.ndim)
     if 0 not in axes:
-        return _run_elementwise(lambda b: mean(b, axes, keepdims=keepdims), [x], "np.mean")
+        return _along_rows(mean(x.buffer, axes, keepdims=keepdims), x)
     total = _reduce("reduce_sum", _masked(x, 0), axes, keepdims)
     others = int(np.prod([x.var.shape[a] for a in axes if a != 0]))
     return np.true_divide(total, astype(x.n, x.dtype) * others)
@@ -524,8 +556,7 @@ def _run_mean(x, axis=None, dtype=None, keepdims=False, **unsupported):
 
 def _run_arg(prim, x, axis=None, keepdims=False, **unsupported):
     if axis is not None and 0 not in _norm_axes(axis, x.ndim):
-        return _run_elementwise(lambda b: _arg(prim, b, axis, keepdims, **unsupported), [x],
-                                prim)
+        return _along_rows(_arg(prim, x.buffer, axis, keepdims, **unsupported), x)
     return _arg(prim, _masked(x, _MASK_FILL[prim](x.dtype)), axis, keepdims, **unsupported)
 
 
@@ -649,9 +680,45 @@ def _creating(f):
     return create
 
 
+def _refused(op, real=None):
+    """A stand-in for `op` in traced code: a call raises `untraced(op)`; with `real` (a getter
+    of the function: a SciPy function, an np.vectorize), only a call with a traced value among
+    its arguments does, others are the real function's."""
+    def call(*args, **kwargs):
+        if real is None or _contains_tracer(args) or _contains_tracer(list(kwargs.values())):
+            raise untraced(op)
+        return real()(*args, **kwargs)
+    call.__name__ = op.rsplit(".", 1)[-1]
+    return call
+
+
+class _Draws:
+    """np.random, or a NumPy Generator or RandomState, as traced code sees it: its functions
+    raise (their draws would be constants of the trace, the same at every step and call); its
+    classes and other attributes are NumPy's."""
+
+    def __init__(self, target, name):
+        self._target, self._name = target, name
+
+    def __getattr__(self, attr):
+        value = getattr(self._target, attr)
+        if callable(value) and not isinstance(value, type):
+            return _refused(f"{self._name}.{attr}")
+        return value
+
+    def __repr__(self):
+        return f"<traced view of {self._name}>"
+
+
+def _vectorize(pyfunc=np._NoValue, *args, **kwargs):
+    real = np.vectorize(pyfunc, *args, **kwargs)
+    return real if pyfunc is np._NoValue else _refused("np.vectorize", lambda: real)
+
+
 _REAL = {"array": np.array, "asarray": np.asarray, "full": np.full}
 NUMPY_OVERRIDES = {"array": _array, "asarray": _asarray, "asanyarray": _asarray,
                    "ascontiguousarray": _asarray, "full": _full,
+                   "random": _Draws(np.random, "np.random"), "vectorize": _vectorize,
                    **{name: _creating(getattr(np, name)) for name in (
                        "zeros", "ones", "empty", "eye", "identity", "arange", "linspace",
                        "tri", "diag")}}
@@ -679,6 +746,14 @@ def traced_replacement(value):
         return _VIEWS["numpy"]
     if value is np.full or value is np.array or value is np.asarray:
         return NUMPY_OVERRIDES[value.__name__]
+    if value is np.random:
+        return NUMPY_OVERRIDES["random"]
+    if isinstance(value, (np.random.Generator, np.random.RandomState)):
+        return _Draws(value, "np.random." + type(value).__name__)
+    if isinstance(getattr(value, "__self__", None), np.random.RandomState):
+        return _refused(f"np.random.{value.__name__}")     # from numpy.random import normal
+    if isinstance(value, np.vectorize):
+        return _refused("np.vectorize", lambda: value)
     # a function can only name scipy once its user imported it: never import it here
     scipy = sys.modules.get("scipy")
     if scipy is None:
@@ -697,8 +772,24 @@ def traced_replacement(value):
     return None
 
 
+def _scipy_refused(sub, names):
+    """Stand-ins for the functions `names` of scipy.`sub` that numbascan does not trace: a
+    call on traced values names the function (and what to use instead), where SciPy's own
+    conversion of a tracer would name only np.asarray."""
+    def real(name):
+        return lambda: getattr(sys.modules[f"scipy.{sub}"], name)
+    return {name: _refused(f"scipy.{sub}.{name}", real(name)) for name in names}
+
+
 # scipy's submodules with functions that do not dispatch on tracers, and their traced versions
-SCIPY_OVERRIDES = {"special": {"logsumexp": logsumexp}, "linalg": SCIPY_LINALG}
+SCIPY_OVERRIDES = {
+    "special": {**_scipy_refused("special", ("softmax", "log_softmax")),
+                "logsumexp": logsumexp},
+    "linalg": {**_scipy_refused("linalg", (
+        "inv", "solve", "det", "cholesky", "cho_factor", "lu_factor", "lu_solve", "lu", "qr",
+        "pinv", "lstsq", "svd", "svdvals", "eig", "eigvals", "eigh", "eigvalsh", "expm",
+        "sqrtm", "logm")), **SCIPY_LINALG},
+}
 
 
 def _scipy_views():

@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.context import current_trace
-from ..core.ir import IR, dead_code_elimination
-from ..core.passes import keep_only_last_steps
+from ..core.ir import IR
+from ..core.passes import keep_only_last_steps, simplify
 from ..shared import Updates
 from .captures import with_traced_captures
+from .names import describe
 from .tracer import RunTracer, Trace, Tracer, TracingError
 
 STATIC_TYPES = (bool, int, float, str, type(None))
@@ -110,7 +111,7 @@ def trace_program(fn, args) -> Program:
         try:
             out = traced_fn(*targs)
         except TracingError as err:
-            err.add_context(f"function {getattr(fn, '__qualname__', fn)!r}")
+            err.add_context(describe(fn))
             raise
         leaves, spec = _flatten(out)
         runs = [i for i, x in enumerate(leaves) if isinstance(x, RunTracer)]
@@ -121,7 +122,7 @@ def trace_program(fn, args) -> Program:
         out_vars += tuple(tr.lift(m) for m in moved if m is not None)
     inputs = (tuple(tr.args) + tuple(tr.shared.values()) + tuple(c.var for c in tr.captures) +
               tuple(v for s in streams for v in tr.rng[s]))
-    ir = keep_only_last_steps(dead_code_elimination(IR(inputs, tuple(tr.eqns), out_vars)))
+    ir = keep_only_last_steps(simplify(IR(inputs, tuple(tr.eqns), out_vars)))
     return Program(ir, [c.source for c in tr.captures], list(tr.shared), streams,
                    [tr.rng_used[s] if m is None else None for s, m in zip(streams, moved)],
                    spec, tr.created, len(leaves), runs)

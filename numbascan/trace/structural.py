@@ -4,8 +4,9 @@ np.split and its family, einsum, diag/diagonal/trace/triu/tril, cross, kron, fli
 take_along_axis, moveaxis, linalg.norm, sort and argsort are written here in terms of operations
 that already trace: basic slicing (negative steps included), reshape, transpose, concatenate,
 stack, elementwise arithmetic and comparisons, np.where with constant or traced masks,
-reductions and tensordot. None of them is a primitive: the derivative rules and the CPU and CUDA
-code generators see only what these functions are made of, so they need no rules of their own.
+reductions and tensordot (and, for the matrix norms of singular values, np.linalg.eigvalsh).
+None of them is a primitive: the derivative rules and the CPU and CUDA code generators see only
+what these functions are made of, so they need no rules of their own.
 
 Every function is called by `numpy_api.apply_function` through NumPy's `__array_function__`
 protocol (numpy_api.py adds `HANDLERS` below to its own), with at least one traced argument.
@@ -513,6 +514,24 @@ def _vector_norm(x, ord, axis, keepdims):
     return np.power(np.sum(np.power(np.abs(x), ord), axis=axis, keepdims=keepdims), 1.0 / ord)
 
 
+def _singular_value_norm(x, ord):
+    """The largest singular value of a 2-d x (ord=2), the smallest (-2) or their sum ('nuc'),
+    from the eigenvalues (np.linalg.eigvalsh) of the smaller of the Gram matrices x^T x and
+    x x^T: a singular value is the square root of one, clipped at 0 (rounding can make the
+    smallest slightly negative). The largest is accurate to rounding; a small one s is off by
+    about eps * max(s)^2 / s. Derivatives need distinct, nonzero singular values. Which two
+    axes are the matrix's does not matter (x and x.T have the same singular values)."""
+    if x.ndim != 2:
+        raise TracingError(f"np.linalg.norm with ord={ord!r} over two axes of an array of "
+                           f"shape {tuple(x.shape)}", "numbascan computes it for one 2-d "
+                           "matrix; for a batch of matrices, map over it with ns.vmap or ns.map")
+    rows, cols = x.shape
+    w = np.linalg.eigvalsh(x.T @ x if cols <= rows else x @ x.T)     # ascending
+    if ord == "nuc":
+        return np.sum(np.sqrt(np.maximum(w, 0.0)))
+    return np.sqrt(np.maximum(w[-1 if ord == 2 else 0], 0.0))
+
+
 def _matrix_norm(x, ord, row, col, keepdims):
     if ord is None or ord in ("fro", "f"):
         out = np.sqrt(np.sum(x * x, axis=(row, col)))
@@ -523,9 +542,7 @@ def _matrix_norm(x, ord, row, col, keepdims):
         sums = np.sum(np.abs(x), axis=col)
         out = (np.max if ord == np.inf else np.min)(sums, axis=row - 1 if row > col else row)
     elif ord in (2, -2, "nuc"):
-        raise TracingError(f"np.linalg.norm of a matrix with ord={ord!r}",
-                           "it needs singular values; the Frobenius norm, ord=1, -1, np.inf "
-                           "and -np.inf are traced")
+        out = _singular_value_norm(x, ord)
     else:
         raise ValueError("Invalid norm order for matrices.")
     if keepdims:
@@ -536,9 +553,10 @@ def _matrix_norm(x, ord, row, col, keepdims):
 
 
 def norm(x, ord=None, axis=None, keepdims=False):
-    """np.linalg.norm: vector norms (any ord) along one axis, the Frobenius norm and the
-    ord=+-1, +-inf matrix norms over two; axis=None is the 2-norm of all elements when ord is
-    None, else the vector norm of a 1-d or the matrix norm of a 2-d array."""
+    """np.linalg.norm: vector norms (any ord) along one axis, the Frobenius norm, the
+    ord=+-1, +-inf matrix norms and (of a 2-d array) the ord=+-2 and nuclear norms over two;
+    axis=None is the 2-norm of all elements when ord is None, else the vector norm of a 1-d or
+    the matrix norm of a 2-d array."""
     x = _arr(x)
     if x.dtype.kind != "f":
         x = x.astype(np.float64)

@@ -37,8 +37,10 @@ class TracingError(TypeError):
         return f"cannot trace {self.op}{where}" + (f": {self.detail}" if self.detail else "")
 
     def add_context(self, where):
-        """Name the function being traced (innermost first) in the message."""
-        self.where.append(where)
+        """Name the function being traced (innermost first) in the message; a transformation's
+        program and its step (ns.jacfwd's) name the same thing once."""
+        if not self.where or self.where[-1] != where:
+            self.where.append(where)
         self.args = (self._message(),)
 
 
@@ -250,13 +252,18 @@ class Tracer:
 
     def _no_conversion(self, *a):
         raise TracingError("conversion of a traced value to a Python number",
-                           "keep it an array; Python numbers are compile-time constants")
+                           "keep it an array; Python numbers are compile-time constants (for a "
+                           "Python loop over an array's values, use whole-array operations)")
 
     __int__ = __float__ = __index__ = __complex__ = _no_conversion
 
     def __array__(self, dtype=None, copy=None):
         raise TracingError("np.asarray/np.array on a traced value",
-                           "use the value directly, or .astype() to change its dtype")
+                           "use the value directly, or .astype() to change its dtype; a "
+                           "library function that converts its arguments to NumPy arrays "
+                           "(np.vectorize, np.random's, most of SciPy's) cannot take traced "
+                           "values: write it with operations numbascan traces (the guide's \"What "
+                           "a step may use\")")
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         return NUMPY_API["apply_ufunc"](ufunc, method, inputs, kwargs)
