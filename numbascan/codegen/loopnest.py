@@ -93,6 +93,9 @@ class Renderer:
         self.elems: dict[int, list] = {}     # var id -> expression of each element, C order
         self.invariant: set[int] = set()     # step inputs that no step changes
         self.memory_reads: set[int] = set()  # var ids read by loop nests and calls
+        # var id -> (source var, spec) of a static slice that only elementwise loops read: they
+        # read the source in place (`read`), and no copy is made (`in_place_slices`)
+        self.slices: dict[int, tuple] = {}
 
     # -- naming ---------------------------------------------------------------------------------
     def name(self, v):
@@ -133,6 +136,10 @@ class Renderer:
         offset = len(out_shape) - len(v.shape)
         idx = ["0" if (s == 1 and out_shape[offset + k] != 1) else index[offset + k]
                for k, s in enumerate(v.shape)]
+        if v.id in self.slices:
+            x, spec = self.slices[v.id]
+            static = [str(s[1]) if s[0] == "int" else None for s in spec]
+            return f"{self.name(x)}[{_idx(self._indexed(spec, static, idx))}]"
         return f"{self.name(v)}[{_idx(idx)}]"
 
     def loops(self, out, shape):
@@ -190,6 +197,8 @@ class Renderer:
             if isinstance(v, Var):
                 uses[v.id] = uses.get(v.id, 0) + 1
         unrolled, stored = self.plan_unrolled(eqns)
+        if self.IN_PLACE_SLICES:
+            self.in_place_slices(eqns, results, unrolled)
         group: list = []
 
         def flush():
@@ -211,6 +220,38 @@ class Renderer:
                 flush()
                 self.eqn(out, e)
         flush()
+
+    # a static slice read only by elementwise loop nests is read where it lies (CPU code):
+    # its copy would be a loop nest to compile, and a buffer whose stores and loads, next to
+    # the output rows a step writes, take LLVM past its limit of run-time alias checks
+    # (8 pairs), so that the loops reading it were not vectorised (an LSTM's gates: 1.7 us a
+    # step instead of 0.6)
+    IN_PLACE_SLICES = False
+
+    def in_place_slices(self, eqns, results, unrolled):
+        made = {v.id for e in eqns for v in e.outputs}
+        unrolled_made = {v.id for e in eqns if id(e) in unrolled for v in e.outputs}
+        readers: dict[int, list] = {}
+        for e in eqns:
+            for v in e.inputs:
+                if isinstance(v, Var):
+                    readers.setdefault(v.id, []).append(e)
+        result_ids = {v.id for v in results if isinstance(v, Var)}
+        for e in eqns:
+            if e.prim != "index" or len(e.inputs) != 1 or id(e) in unrolled:
+                continue
+            x, res = e.inputs[0], e.outputs[0]
+            # the source is a value of this body (not a step input, which an in-place
+            # output may overwrite before a later reader), an array, not itself in place
+            if (not isinstance(x, Var) or x.id not in made or x.id in unrolled_made or
+                    x.id in self.elems or x.id in self.slices or res.shape == () or
+                    res.id in result_ids or res.id in self.alias or
+                    any(s[0] not in ("int", "slice") for s in e.p["spec"])):
+                continue
+            users = readers.get(res.id, [])
+            if users and all(TABLE[u.prim].kind == "elementwise" and id(u) not in unrolled and
+                             u.outputs[0].shape != () for u in users):
+                self.slices[res.id] = (x, e.p["spec"])
 
     # -- unrolled equations (small values in a step) ------------------------------------------
     def unrollable(self, e: Eqn):
@@ -753,6 +794,8 @@ class Renderer:
 
     def r_index(self, out: Lines, e: Eqn):
         x, dyn, res = e.inputs[0], e.inputs[1:], e.outputs[0]
+        if res.id in self.slices:            # read in place by its readers
+            return
         spec = e.p["spec"]
         src = self._index_source(out, spec, dyn)
         if all(s is not None for s in src) and res.id not in self.alias:   # a row view
