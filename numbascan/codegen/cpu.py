@@ -95,6 +95,7 @@ def carried_window(r: Renderer, j, bname, o, tap_vars):
 class LoopRenderer(Renderer):
     """The CPU renderer: a nested scan becomes a loop function of the same module."""
     IN_PLACE_SLICES = True
+    SCRATCH_ROWS = True
 
     def nested_scan(self, step, layout):
         return render_scan_function(self.module, step, layout, hoist=not self.in_loop)

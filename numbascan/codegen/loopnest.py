@@ -70,6 +70,9 @@ MATMUL_WORK = 3
 # (shortmath.py) of about 30 instructions, cheaper to compile than as many statements
 INLINED_WORK = {"tanh": 8, "exp": 8, "expit": 9}
 
+# elements above which a fused loop nest writes its results straight into their output rows
+SCRATCH_MAX = 1024
+
 # multiply-adds above which a matmul calls BLAS (np.dot with out=) instead of a loop nest
 BLAS_MIN_WORK = 1024
 
@@ -227,6 +230,16 @@ class Renderer:
     # (8 pairs), so that the loops reading it were not vectorised (an LSTM's gates: 1.7 us a
     # step instead of 0.6)
     IN_PLACE_SLICES = False
+    # a fused loop nest that writes several step results (of at most SCRATCH_MAX elements)
+    # computes them into scratch buffers, copied to their output rows after the loop:
+    # written straight into the rows, an LSTM's gates' loop (h and c, H=64) ran 3x slower
+    # (LLVM did not vectorise it next to the reads of the previous rows). One result (an
+    # RNN's h) ran as fast in place, and a large one (10^5 elements) 2x slower with the copy.
+    SCRATCH_ROWS = False
+
+    @staticmethod
+    def dtypes_of_group(group):
+        return {e.outputs[0].id: e.outputs[0].dtype for e in group}
 
     def in_place_slices(self, eqns, results, unrolled):
         made = {v.id for e in eqns for v in e.outputs}
@@ -405,6 +418,13 @@ class Renderer:
         stored = {vid for vid, n in inside.items() if uses.get(vid, 0) > n}
         targets = {e.outputs[0].id: self.buffer(e.outputs[0], out) for e in group
                    if e.outputs[0].id in stored}
+        rows = [vid for vid in targets if vid in self.aliased]
+        copies = []
+        if self.SCRATCH_ROWS and len(rows) >= 2 and int(np.prod(shape)) <= SCRATCH_MAX:
+            for vid in rows:
+                scratch = self.scratch(shape, self.dtypes_of_group(group)[vid], prefix="w")
+                copies.append((targets[vid], scratch))
+                targets[vid] = scratch
         idx = self.outer_loops(out, shape)
         local = {}
         for e in group:
@@ -417,6 +437,10 @@ class Renderer:
             if res.id in targets:
                 out(f"{targets[res.id]}[{_idx(idx)}] = {name}")
         self.close_outer(out, shape)
+        for row, scratch in copies:
+            idx = self.outer_loops(out, shape)
+            out(f"{row}[{_idx(idx)}] = {scratch}[{_idx(idx)}]")
+            self.close_outer(out, shape)
 
     def eqn(self, out: Lines, e: Eqn):
         prim = TABLE[e.prim]
