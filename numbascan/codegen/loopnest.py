@@ -71,7 +71,8 @@ MATMUL_WORK = 3
 INLINED_WORK = {"tanh": 8, "exp": 8, "expit": 9}
 
 # elements above which a fused loop nest writes its results straight into their output rows
-SCRATCH_MAX = 1024
+# (see Renderer.SCRATCH_ROWS)
+SCRATCH_MAX = 128
 
 # multiply-adds above which a matmul calls BLAS (np.dot with out=) instead of a loop nest
 BLAS_MIN_WORK = 1024
@@ -234,7 +235,9 @@ class Renderer:
     # computes them into scratch buffers, copied to their output rows after the loop:
     # written straight into the rows, an LSTM's gates' loop (h and c, H=64) ran 3x slower
     # (LLVM did not vectorise it next to the reads of the previous rows). One result (an
-    # RNN's h) ran as fast in place, and a large one (10^5 elements) 2x slower with the copy.
+    # RNN's h) ran as fast in place, and a large one (10^5 elements) 2x slower with the copy;
+    # with a limit of 1024 the copies of an H=8 LSTM gradient's (8, 32) accumulators added
+    # 0.35 s to its first call.
     SCRATCH_ROWS = False
 
     @staticmethod
