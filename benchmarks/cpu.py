@@ -29,6 +29,7 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -1302,7 +1303,8 @@ def nested_inner_step(x_k, u, W):
 
 
 # Their source, read once: the child scripts are written from it.
-_F1_SOURCES = {fn.__name__: _source(fn) for fn in (lstm_step, lstm_grad_python,
+_F1_SOURCES = {fn.__name__: _source(fn) for fn in (lstm_step, lstm_states_python,
+                                                    lstm_grad_python,
                                                     lstm_value_and_grad_python, lorenz_field,
                                                     rk4_step, kalman_step, nested_inner_step,
                                                     complex_step)}
@@ -1361,8 +1363,6 @@ _F1_IMPORTS = {
 
 def _f1_source(peer: str, *fns) -> str:
     """The functions' source for ``peer``'s script (jax's with jax.numpy for NumPy)."""
-    import re
-
     text = "\n\n".join(_F1_SOURCES[fn.__name__] for fn in fns) + "\n\n"
     return re.sub(r"\bnp\.", "jnp.", text) if peer == "jax" else text
 
@@ -1382,15 +1382,7 @@ def lstm_states(Wx, Wh, b, X, h0, c0):
         return (h, c), h
     return jax.lax.scan(body, (h0, c0), X)[1]
 """,
-        "python": """\
-def lstm_states(Wx, Wh, b, X, h0, c0):
-    hs = np.empty((X.shape[0], h0.shape[0]))
-    h, c = h0, c0
-    for t in range(X.shape[0]):
-        h, c = lstm_step(X[t], h, c, Wx, Wh, b)
-        hs[t] = h
-    return hs
-""",
+        "python": _F1_SOURCES["lstm_states_python"] + "\n\nlstm_states = lstm_states_python\n",
     }[peer]
     loss = """\
 def lstm_loss(Wx, Wh, b, X, h0, c0):

@@ -240,10 +240,6 @@ class Renderer:
     # 0.35 s to its first call.
     SCRATCH_ROWS = False
 
-    @staticmethod
-    def dtypes_of_group(group):
-        return {e.outputs[0].id: e.outputs[0].dtype for e in group}
-
     def in_place_slices(self, eqns, results, unrolled):
         made = {v.id for e in eqns for v in e.outputs}
         unrolled_made = {v.id for e in eqns if id(e) in unrolled for v in e.outputs}
@@ -421,13 +417,14 @@ class Renderer:
         stored = {vid for vid, n in inside.items() if uses.get(vid, 0) > n}
         targets = {e.outputs[0].id: self.buffer(e.outputs[0], out) for e in group
                    if e.outputs[0].id in stored}
-        rows = [vid for vid in targets if vid in self.aliased]
+        rows = [e.outputs[0] for e in group if e.outputs[0].id in targets and
+                e.outputs[0].id in self.aliased]
         copies = []
         if self.SCRATCH_ROWS and len(rows) >= 2 and int(np.prod(shape)) <= SCRATCH_MAX:
-            for vid in rows:
-                scratch = self.scratch(shape, self.dtypes_of_group(group)[vid], prefix="w")
-                copies.append((targets[vid], scratch))
-                targets[vid] = scratch
+            for v in rows:
+                scratch = self.scratch(shape, v.dtype, prefix="w")
+                copies.append((targets[v.id], scratch))
+                targets[v.id] = scratch
         idx = self.outer_loops(out, shape)
         local = {}
         for e in group:
