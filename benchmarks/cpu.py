@@ -13,12 +13,15 @@ their own peer builders: G1 and G2 (reverse- and forward-mode derivatives of W1)
 are also shown relative to the same peer's W1 forward pass. L1 and KF1 time larger programs
 shared with F1 (``programs.py``): an LSTM's states and a Kalman filter's log-likelihood, with
 L1G and KF1G their value and gradient (``value_and_grad``), also shown relative to their forward
-rows; ``--only L1,KF1`` selects all four. O1 times tiny cached calls in
+rows; ``--only L1,KF1`` selects all four. P1 is W4 on every core, with the peer
+``numbascan-1core`` (the same call with ``NUMBASCAN_NUM_THREADS=1``); P1S the same step with a
+scalar forcing per step, whose states stay in cache. O1 times tiny cached calls in
 microseconds, J1 calls of an ``ns.jit`` function whose until-scan runs a different number of
 steps at every call. Measurements made outside this process are ``Probe`` records in ``PROBES``: C1
 (a new process to its first W1 result, with empty and with warm caches), F1 (a new process with
 empty caches to the first result of larger programs: an LSTM (also at L1's sizes), a Lorenz
-Jacobian, a Kalman filter's gradient (at KF1's sizes), a nested scan's gradient, the tour; F1C:
+Jacobian, a Kalman filter's gradient (at KF1's sizes), P1's scan eagerly and in ``ns.jit`` at
+T=50, a nested scan's gradient, the tour; F1C:
 the LSTM against its hidden size, run only when named, ``--only F1C``) and M1, M2 (peak memory
 of one call, each in its own process).
 """
@@ -57,10 +60,10 @@ from programs import (complex_step, kalman_inputs, kalman_loglik_python,  # noqa
 
 # Column order of the table; "python" is the reference every other peer is checked against.
 PEERS = ["jax", "pytensor-numba", "pytensor-cvm", "numba-hand", "python", "numbascan",
-         "numbascan-jit"]
+         "numbascan-1core", "numbascan-jit"]
 REFERENCE = "python"
 RATIOS = [("numbascan", "jax"), ("numbascan", "numba-hand"), ("numbascan", "pytensor-numba"),
-          ("numbascan", "python")]
+          ("numbascan", "python"), ("numbascan-1core", "numbascan")]
 
 
 # ============================================================================================
@@ -406,6 +409,48 @@ LOGISTIC = ScanProblem(
     step_pt=logistic_step,
     sequences=("S",), init="x0", non_sequences=("a",), keep="last",
 )
+
+
+# ============================================================================================
+# P1, P1S: W4 on every core against one core
+#   P1: W4 itself (s_t a row of N values per step: 800 MB read from memory at each call, so
+#   the memory bus bounds it); P1S: the same step with s_t a scalar per step (the states stay
+#   in cache from one step to the next: the arithmetic bounds it)
+# "numbascan" runs the scan by chunks of its state on every core (codegen/chunks.py),
+# "numbascan-1core" is the same call with NUMBASCAN_NUM_THREADS=1 (read at each call).
+
+
+def one_core(build):
+    """The peer ``build`` with ``NUMBASCAN_NUM_THREADS=1`` around each call."""
+
+    def wrapped(inp):
+        call = build(inp)
+
+        def run():
+            previous = os.environ.get("NUMBASCAN_NUM_THREADS")
+            os.environ["NUMBASCAN_NUM_THREADS"] = "1"
+            try:
+                return call()
+            finally:
+                if previous is None:
+                    del os.environ["NUMBASCAN_NUM_THREADS"]
+                else:
+                    os.environ["NUMBASCAN_NUM_THREADS"] = previous
+
+        return run
+
+    return wrapped
+
+
+def logistic_scalar_inputs(sizes: Mapping[str, int], rng: np.random.Generator) -> dict:
+    """W4's inputs with one forcing value per step (shape (T,)) instead of one per element."""
+    inp = logistic_inputs({"T": 1, "N": sizes["N"]}, rng)
+    inp["S"] = 1e-3 * rng.random(sizes["T"])
+    return inp
+
+
+P1_PEERS = {**scan_peers(LOGISTIC, hand_peer(logistic_numba, "S", "x0", "a")),
+            "numbascan-1core": one_core(numbascan_peer(LOGISTIC))}
 
 
 # ============================================================================================
@@ -1501,6 +1546,25 @@ def loss(W, V, X, h0):
     return _f1_source(peer, nested_inner_step, *extra) + loss + "\n\n" + f"_out = _flat({call})\n"
 
 
+def _p1_body(peer: str, jit: bool) -> str:
+    """W4's scan (P1) called once: eagerly or inside ``ns.jit`` for numbascan."""
+    step = "def step(s_t, x, a):\n    return a * x * (1 - x) + s_t\n\n\n"
+    scan = "ns.foldl(step, sequences=S, outputs_info=x0, non_sequences=a)[0]"
+    return step + {
+        "numbascan": (f"run = ns.jit(lambda S, x0, a: {scan})\n_out = run(S, x0, a)\n" if jit
+                      else f"_out = {scan}\n"),
+        "jax": """\
+@jax.jit
+def run(S, x0, a):
+    return jax.lax.scan(lambda x, s_t: (step(s_t, x, a), None), x0, S)[0]
+
+
+_out = run(S, x0, a).block_until_ready()
+""",
+        "python": "x = x0\nfor s_t in S:\n    x = step(s_t, x, a)\n_out = x\n",
+    }[peer]
+
+
 def _tour_body(peer: str) -> str:
     return f"""\
 import runpy
@@ -1554,6 +1618,9 @@ F1_PROGRAMS = [
                 quick_sizes=lambda s: dict(L1_QUICK_SIZES)) for kind in ("fwd", "grad")],
     FirstCall("KF1 Kalman grad", lambda s: dict(KF1_SIZES), kalman_inputs, _kalman_body,
               quick_sizes=lambda s: dict(KF1_QUICK_SIZES)),
+    *[FirstCall(f"P1 W4 {kind}", lambda s: {"N": 100000, "T": 50}, logistic_inputs,
+                lambda peer, jit=(kind == "jit"): _p1_body(peer, jit),
+                quick_sizes=lambda s: {"N": 8192, "T": 20}) for kind in ("eager", "jit")],
     FirstCall("nested-scan grad", lambda s: {"H": 4, "K": 5, "T": s["T"]}, nested_inputs,
               _nested_body),
     FirstCall("tour", lambda s: {}, lambda sizes, rng: {}, _tour_body,
@@ -2148,6 +2215,12 @@ WORKLOADS = [
              sizes={"N": 100000, "T": 1000}, quick_sizes={"N": 1000, "T": 50},
              make_inputs=logistic_inputs,
              peers=scan_peers(LOGISTIC, hand_peer(logistic_numba, "S", "x0", "a"))),
+    Workload("P1", "W4 on every core; numbascan-1core: NUMBASCAN_NUM_THREADS=1",
+             sizes={"N": 100000, "T": 1000}, quick_sizes={"N": 8192, "T": 50},
+             make_inputs=logistic_inputs, peers=P1_PEERS),
+    Workload("P1S", "P1 with s_t a scalar per step (states in cache, not streamed)",
+             sizes={"N": 100000, "T": 1000}, quick_sizes={"N": 8192, "T": 50},
+             make_inputs=logistic_scalar_inputs, peers=P1_PEERS),
     Workload("G1", "reverse mode: d sum(h) / d W for W1's RNN",
              sizes={"T": 10000, "H": 32}, quick_sizes={"T": 500, "H": 8},
              make_inputs=grad_inputs, peers=G1_PEERS),
@@ -2195,7 +2268,7 @@ PROBES = [
 # Tables of the report, in order: (title, unit, workload/probe ids).
 SECTIONS = [
     ("Median time per call (ms) and ratios (< 1: numbascan is faster)", "ms",
-     ("W1", "W2", "W3", "W4", "G1", "G2", "L1", "L1G", "KF1", "KF1G")),
+     ("W1", "W2", "W3", "W4", "P1", "P1S", "G1", "G2", "L1", "L1G", "KF1", "KF1G")),
     ("C1: seconds from a new process's first line to its first W1 result (import, compile and "
      "the call; cold: empty caches, warm: caches from the cold run)", "s", ("C1",)),
     ("F1: seconds from a new process's first line to the first result of a larger program "

@@ -21,6 +21,7 @@ from .random import RandomStreams                                # noqa: E402
 from .shared import Shared, Updates, shared                      # noqa: E402
 from .trace.tracer import TracingError                           # noqa: E402
 from .api.vmap import vmap                                       # noqa: E402
+from .api.linrec import linear_recurrence                       # noqa: E402
 from .runtime.cuda import CudaUnavailable                        # noqa: E402
 from .runtime.cache import cache_info                            # noqa: E402
 from . import lax                                                # noqa: E402
@@ -28,4 +29,4 @@ from . import lax                                                # noqa: E402
 __all__ = ["scan", "map", "reduce", "foldl", "foldr", "until", "shared", "Shared", "Updates",
            "RandomStreams", "jit", "show", "TracingError", "grad", "value_and_grad", "jvp", "vjp",
            "jacobian", "jacfwd", "jacrev", "hessian", "DerivativeError", "vmap", "CudaUnavailable",
-           "cache_info", "lax"]
+           "cache_info", "lax", "linear_recurrence"]

@@ -30,6 +30,7 @@ Three bit-identical implementations are provided:
   versions, which may differ in the last bit.
 """
 
+import contextlib
 import functools
 import math
 import numbers
@@ -38,6 +39,7 @@ import os
 import sys
 import threading
 import types
+from contextvars import ContextVar
 
 import numba
 import numpy as np
@@ -50,7 +52,7 @@ __all__ = [
     "fill_uniform_nb", "fill_normal_nb", "fill_binomial_nb", "FILL_KERNELS",
     "uniform_ahead_nb", "normal_ahead_nb", "binomial_ahead_nb", "AHEAD_KERNELS",
     "draw", "draw_numpy", "counters_used", "splitmix64",
-    "RandomStreams", "KINDS",
+    "RandomStreams", "KINDS", "borrowed_counters",
 ]
 
 KINDS = ("uniform", "normal", "binomial")
@@ -570,12 +572,32 @@ _PARAM_NAMES = {"uniform": ("low", "high"), "normal": ("avg", "std"),
 # before every draw; a result other than NotImplemented is returned instead.
 traced_draw_hook = None
 
+# stream -> counter, for the streams whose counters `borrowed_counters` lends in this context
+_BORROWED: ContextVar = ContextVar("numbascan_borrowed_counters", default=None)
+
+
+@contextlib.contextmanager
+def borrowed_counters(counters):
+    """In this context (this thread, this task), each stream of ``counters`` (a dict: stream ->
+    counter) draws from the counter given there and advances it there; the stream's own
+    ``counter`` stays as it is, for every other context. ``ns.vmap`` over dask arrays runs a
+    block of the batch this way (api/dask.py): the block draws what those batch elements draw
+    in one call over the whole batch, and a stream shared by the threads of a worker (or the
+    caller's own, under dask's threaded scheduler) is left alone. Replaces an enclosing
+    ``borrowed_counters`` of this context. -> ``counters``, advanced by the draws made."""
+    token = _BORROWED.set(counters)
+    try:
+        yield counters
+    finally:
+        _BORROWED.reset(token)
+
 
 class RandomStreams:
     """A seeded stream of Philox random numbers that advances after each draw.
 
     ``key`` is ``splitmix64(seed)`` as a uint64; ``counter`` (a Python int) is
-    the first counter of the next draw.
+    the first counter of the next draw (in a ``borrowed_counters`` context that
+    lends one: the lent counter). A stream pickles as its seed and counter.
     """
 
     def __init__(self, seed):
@@ -586,7 +608,30 @@ class RandomStreams:
             raise ValueError(f"seed: expected 0 <= seed < 2**64, found {seed}")
         self.seed = seed
         self.key = np.uint64(splitmix64(seed))
-        self.counter = 0
+        self._counter = 0
+
+    @property
+    def counter(self):
+        borrowed = _BORROWED.get()
+        if borrowed is not None and self in borrowed:
+            return borrowed[self]
+        return self._counter
+
+    @counter.setter
+    def counter(self, value):
+        borrowed = _BORROWED.get()
+        if borrowed is not None and self in borrowed:
+            borrowed[self] = value
+        else:
+            self._counter = value
+
+    def __getstate__(self):
+        return {"seed": self.seed, "counter": self.counter}
+
+    def __setstate__(self, state):
+        self.seed = state["seed"]
+        self.key = np.uint64(splitmix64(self.seed))
+        self._counter = state["counter"]
 
     def __repr__(self):
         return f"RandomStreams(seed={self.seed}, counter={self.counter})"

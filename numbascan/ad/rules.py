@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from ..trace.linalg import solve_triangular
+from ..trace.linrec import linear_recurrence
 from ..trace.tracer import bind, constant
 
 ZERO_DERIVATIVE = {  # piecewise constant, integer- or bool-valued: no derivative
@@ -164,6 +165,8 @@ TRANSPOSE = {   # reverse rules of linear and structural primitives: g -> input 
     # eigh (g and ans are the pairs (w, V)): the cotangent of the symmetric matrix,
     # V (diag(g_w) + F o (V^T g_V)) V^T, taken to a's lower triangle as for cholesky
     "eigh": lambda g, ans, a: [_phi(_symmetric_part_cotangent(_eigh_cotangent(g, *ans)))],
+    # linrec: the cotangents' recurrence runs the other way in time (see the helpers below)
+    "linrec": lambda g, xs, a, b, x0, **p: _linrec_cotangents(g, xs, a, b, x0, **p),
 }
 
 
@@ -190,6 +193,8 @@ JVP = {   # forward rules of nonlinear, non-elementwise primitives: tangents -> 
     # eigh, with M = V^T dS V (dS as for cholesky): dw = diag(M), dV = V (F o M)
     "eigh": lambda ts, ans, a: _eigh_tangents(_sandwich(ans[1], _phi(ts[0]) + _phi(ts[0]).T),
                                               *ans),
+    # linrec: dx_t = a_t dx_{t-1} + (da_t x_{t-1} + db_t), a recurrence of the same a
+    "linrec": lambda ts, xs, a, b, x0, **p: _linrec_tangent(ts, xs, a, b, x0, **p),
 }
 
 
@@ -304,3 +309,71 @@ def _eigh_cotangent(g, w, V):
     inner = _add(None if g_w is None else g_w[:, None] * _eye(w.shape[0], w.dtype),
                  None if g_V is None else _eigen_gaps(w) * (V.T @ g_V))
     return V @ inner @ V.T
+
+
+# -- linrec helpers (xs the states, x_prev[t] the state step t reads: x_{t-1}, or x_{t+1} when
+# `reverse`, x0 at the first step; T = 0 has no derivative to carry) --------------------------
+
+def _linrec_previous(xs, x0, reverse):
+    """The state each step reads: xs shifted by one step along the recurrence, x0 first."""
+    first = np.reshape(x0, (1,) + tuple(x0.shape))
+    if xs.shape[0] == 1:
+        return first
+    return np.concatenate([xs[1:], first] if reverse else [first, xs[:-1]], axis=0)
+
+
+def _zeros(shape, dtype):
+    return constant(np.zeros(shape, dtype))
+
+
+def _linrec_product(kind, invariant, da, prev):
+    """da_t x_{t-1}: elementwise, or x_{t-1} @ da_t (row vectors)."""
+    if kind == "diagonal":
+        return da * prev
+    if invariant:
+        return prev @ da
+    T, n = prev.shape
+    return np.sum(np.reshape(prev, (T, n, 1)) * da, axis=1)
+
+
+def _linrec_tangent(ts, xs, a, b, x0, kind, reverse, invariant):
+    if b.shape[0] == 0:
+        return None
+    da, db, dx0 = ts
+    rhs = db
+    if da is not None:
+        rhs = _add(rhs, _linrec_product(kind, invariant, da, _linrec_previous(xs, x0, reverse)))
+    if rhs is None:
+        rhs = _zeros(b.shape, b.dtype)
+    if dx0 is None:
+        dx0 = _zeros(x0.shape, b.dtype)
+    return linear_recurrence(a, rhs, dx0, reverse, kind=kind)
+
+
+def _linrec_cotangents(g, xs, a, b, x0, kind, reverse, invariant):
+    """lam_t = g_t + a_{t+1} lam_{t+1} (lam_{t+1} @ a_{t+1}^T; a_{t-1} and lam_{t-1} when
+    `reverse`): the recurrence of the transposed coefficients, one step later along the
+    recurrence, run the other way from zero (its last coefficient multiplies that zero).
+    Then db = lam, da_t = lam_t x_{t-1} (the outer product x_{t-1}^T lam_t; summed over time
+    for an invariant a), dx0 = a_0 lam_0 (lam_0 @ a_0^T; step T - 1's when `reverse`)."""
+    T = b.shape[0]
+    if T == 0:
+        return [None, None, None]
+    at = a if kind == "diagonal" else np.swapaxes(a, -1, -2)
+    if not invariant and T > 1:
+        at = np.concatenate([at[:1], at[:-1]] if reverse else [at[1:], at[-1:]], axis=0)
+    lam = linear_recurrence(at, g, _zeros(x0.shape, b.dtype), not reverse, kind=kind)
+    prev = _linrec_previous(xs, x0, reverse)
+    first = T - 1 if reverse else 0
+    a_first = a if invariant else a[first]
+    if kind == "diagonal":
+        da = lam * prev
+        if invariant:
+            da = np.sum(da, axis=0)
+        return [da, lam, a_first * lam[first]]
+    if invariant:
+        da = prev.T @ lam
+    else:
+        n = x0.shape[0]
+        da = np.reshape(prev, (T, n, 1)) * np.reshape(lam, (T, 1, n))
+    return [da, lam, lam[first] @ a_first.T]

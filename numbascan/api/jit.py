@@ -7,11 +7,16 @@ as a kernel and the NumPy glue between them on the host, see `runtime/cuda.progr
 Arrays the function reads from its closure or globals are inputs read at each call. Called
 inside another trace (a step, a derivative), a jit function is simply inlined into that trace.
 `ns.show` prints the traced program and its generated source.
+
+A jit function pickles by reference to its Python function (`pickled_by_name`): unpickled in
+another process (a dask worker), it is that process's own, traced and compiled there (or its
+compiled code loaded from numbascan's disk cache) at its first call.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 
 from ..codegen.cpu import render_main_function
 from ..codegen.cuda import choose_pattern
@@ -26,6 +31,22 @@ from ..trace.captures import with_traced_captures
 from ..trace.program import trace_program
 from ..trace.tracer import Tracer, TracingError
 from .scan import choose_mode
+
+
+def pickled_by_name(obj):
+    """The qualified name by which `obj` (an ns.jit or ns.vmap function) is an attribute of its
+    module, for pickle to save it by reference (what `__reduce__` returns); None when it is not
+    found there (a local function, another object bound to the name) or its module is
+    `__main__`, which another process does not have (dask pickles a script's functions with
+    cloudpickle, which copies functions of `__main__` by value)."""
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+    name = getattr(obj, "__qualname__", None) or ""
+    if module is None or module.__name__ == "__main__" or not name or "<locals>" in name:
+        return None
+    found = module
+    for part in name.split("."):
+        found = getattr(found, part, None)
+    return name if found is obj else None
 
 
 class JitFunction:
@@ -61,6 +82,11 @@ class JitFunction:
             with default_mode("python"):
                 return self.fn(*args)
         return run_traced(self.fn, args)
+
+    def __reduce__(self):
+        # a decorated module function is the module's attribute: by that name; else the
+        # function it wraps, by its own reference (compiled code is never pickled)
+        return pickled_by_name(self) or (jit, (self.fn,))
 
     def _remember(self, sig, call):
         call.guards.append(("attr", self, "fn", self.fn))

@@ -270,14 +270,16 @@ def _scan_length(x_leaves, x_paths, length, where):
     return None if None in lengths else lengths[0]
 
 
-def scan(f, init, xs=None, length=None, reverse=False, unroll=1, *, mode=None):
+def scan(f, init, xs=None, length=None, reverse=False, unroll=1, *, mode=None, parallel=None):
     """JAX's `lax.scan`: `carry, ys = scan(f, init, xs)` with `f(carry, x) -> (carry, y)`.
 
     `init`, `xs`, the carry and `y` are pytrees (nested tuples, lists, dicts; `None` in `y`
     is not stored). `ys` stacks each leaf of `y` along a new leading axis, in the order of
     `xs` also with `reverse=True` (which walks `xs` from its end). `length` is the number of
     steps when there are no `xs`. `unroll` is accepted and changes nothing (numbascan's code
-    generator unrolls as it sees fit). `mode` is ns.scan's ("cpu", "python", "cuda")."""
+    generator unrolls as it sees fit). `mode` is ns.scan's ("cpu", "python", "cuda"), and so is
+    `parallel` (a carry affine in itself as a parallel prefix scan: docs/guide.md, "Parallel
+    in time")."""
     where = "scan"
     if not callable(f):
         raise TypeError(f"{where}: f: expected a callable f(carry, x) -> (carry, y), found "
@@ -307,7 +309,7 @@ def scan(f, init, xs=None, length=None, reverse=False, unroll=1, *, mode=None):
     outs, _ = theano_scan(step, sequences=x_leaves or None,
                           outputs_info=carry_leaves + [None] * ny, n_steps=length,
                           go_backwards=reverse, mode=mode, return_list=True,
-                          _keep_last=tuple(range(nc)))
+                          parallel=parallel, _keep_last=tuple(range(nc)))
     carry, ys = list(outs[:nc]), outs[nc:]                   # the last states, every y
     if reverse:
         ys = [y[::-1] if isinstance(y, Tracer) else np.ascontiguousarray(y[::-1]) for y in ys]

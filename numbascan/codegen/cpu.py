@@ -22,6 +22,7 @@ import numpy as np
 from ..core.ir import IR, Var
 from ..core.layout import Layout
 from ..core.primitives import TABLE
+from .chunks import chunk_plan, render_chunked
 from .draws import draws_ahead
 from .emit import FUNCTION_TEMPLATE, Lines, Module, PARALLEL_TEMPLATE, _idx, dtype_src, program_hash
 from .loopnest import Renderer, SMALL_SIZE, UNROLL_BUDGET, sink_elementwise, unrolled_work
@@ -129,6 +130,11 @@ def render_scan_function(module: Module, step: IR, layout: Layout, hoist=True,
         # serially: numba's threading layers do not all allow nested parallel regions
         layout = replace(layout, parallel=False)
     hoist = hoist and not layout.parallel
+    # a wide element-separable step runs by chunks of its state, on every core (chunks.py);
+    # not inside another scan's step, nor in a loop that publishes its progress
+    plan = chunk_plan(step, layout, name) if hoist and not progress else None
+    if plan is not None:
+        return render_chunked(module, step, layout, plan, name)
     r = LoopRenderer(module)
     r.in_loop = True
     # small values as scalar locals (and small states carried in them) only within the budget
@@ -198,17 +204,42 @@ class ProgramRenderer(LoopRenderer):
     def __init__(self, module):
         super().__init__(module)
         self.pointers: dict[str, ScanPointer] = {}
+        self.scan_steps = 0                   # n_steps of the scan being rendered
 
     def call_scan(self, step, fname, args, kinds):
-        if fname not in self.pointers:
-            self.pointers[fname] = ScanPointer(f"fn{len(self.pointers)}", fname,
-                                               tuple((np.dtype(d), n) for d, n, _ in kinds))
         # each argument of exactly the type the callee was compiled for: scalars cast to
         # their dtype, arrays C-contiguous (np.ascontiguousarray returns a C-contiguous
         # array as it is and copies other views)
         passed = [a if fresh else f"{dtype_src(d)}({a})" if ndim == 0 else
                   f"np.ascontiguousarray({a})" for a, (d, ndim, fresh) in zip(args, kinds)]
-        return f"call_address({self.pointers[fname].param}, ({', '.join(passed)},))"
+        plan = self.module.chunked.get(fname)
+        if plan is not None:
+            # a scan by chunks (chunks.py) whose static number of steps makes enough work
+            # runs its loop function, which shares the chunks out with prange and calls the
+            # chunk function at the address passed first (linked into it by name, numba would
+            # compile it there again); a smaller one calls the chunk function itself, on one
+            # thread, and no parfor loop is compiled
+            index = (np.dtype(np.int64), 0, True)
+            chunks_pointer = self.pointer(plan.function, [index] * 3 + list(kinds))
+            if not plan.on_threads(self.scan_steps):
+                size = plan.serial_size()
+                return (f"call_address({chunks_pointer}, (0, {-(-plan.size // size)}, "
+                        f"{size}, {', '.join(passed)}))")
+            self.module.calls_parallel = True
+            passed.insert(0, chunks_pointer)
+            kinds = [index] + list(kinds)
+        return f"call_address({self.pointer(fname, kinds)}, ({', '.join(passed)},))"
+
+    def r_scan(self, out, e):
+        self.scan_steps = e.p["n_steps"]      # static: whether a chunked scan uses threads
+        super().r_scan(out, e)
+
+    def pointer(self, fname, kinds):
+        """The parameter holding the address of scan function `fname`."""
+        if fname not in self.pointers:
+            self.pointers[fname] = ScanPointer(f"fn{len(self.pointers)}", fname,
+                                               tuple((np.dtype(d), n) for d, n, _ in kinds))
+        return self.pointers[fname].param
 
 
 def render_main_function(module: Module, ir: IR) -> str:

@@ -51,6 +51,7 @@ from numba import cuda
 from numbascan.random import uniform_scalar, normal_scalar, binomial_scalar
 from numbascan.codegen.linalg import lu_solve_loops, slogdet_loops, cholesky_loops
 from numbascan.codegen.linalg import triangular_loops, eigh_loops
+from numbascan.codegen.linrec import diagonal_scan, matrix_scan
 
 uniform_dev = cuda.jit(device=True)(uniform_scalar)
 normal_dev = cuda.jit(device=True)(normal_scalar)
@@ -60,6 +61,8 @@ slogdet_dev = cuda.jit(device=True)(slogdet_loops)
 cholesky_dev = cuda.jit(device=True)(cholesky_loops)
 triangular_dev = cuda.jit(device=True)(triangular_loops)
 eigh_dev = cuda.jit(device=True)(eigh_loops)
+linrec_diagonal_dev = cuda.jit(device=True)(diagonal_scan)
+linrec_matrix_dev = cuda.jit(device=True)(matrix_scan)
 
 {functions}
 '''
@@ -280,6 +283,14 @@ class CudaRenderer(Renderer):
         out.indent()
         yield
         out.dedent()
+
+    # a linear recurrence: codegen/linrec.py's sequential loop, run by one thread (lane 0)
+    LINREC_FUNCTIONS = {"diagonal": "linrec_diagonal_dev", "matrix": "linrec_matrix_dev"}
+    LINREC_PARALLEL: dict = {}
+
+    def linrec_view(self, name, v, shape):
+        """A kernel's arrays are C-contiguous (local, shared, or rows of its arguments)."""
+        return name if tuple(v.shape) == tuple(shape) else f"{name}.reshape({tuple(shape)!r})"
 
     def large_linalg(self, out, e, names):
         raise NotImplementedError(la.LARGE_ON_CUDA.format(

@@ -23,6 +23,8 @@ from numbascan.codegen.fastmath import exp_fast, expit_fast, tanh_fast
 from numbascan.codegen.shortmath import exp_short, expit_short, tanh_short
 from numbascan.codegen.linalg import lu_solve_nb, slogdet_nb, cholesky_nb, triangular_nb
 from numbascan.codegen.linalg import eigh_nb, eigh_lapack_nb
+from numbascan.codegen.linrec import diagonal_scan_nb, matrix_scan_nb, linrec_threads_nb
+from numbascan.codegen.linrec import linrec_diagonal_parallel_nb, linrec_matrix_parallel_nb
 from numbascan.codegen.calls import call_address
 from numbascan.codegen.matmul import matmul_nb, matvec_nb, vecmat_nb
 {preamble}
@@ -38,6 +40,10 @@ from numbascan.codegen.matmul import matmul_nb, matvec_nb, vecmat_nb
 THREADS_PREAMBLE = '''\
 from numbascan.random import start_threads
 start_threads()
+'''
+# a scan run by chunks of its state (codegen/chunks.py) shares them out among numba's threads
+CHUNKS_PREAMBLE = '''\
+from numbascan.codegen.chunks import threads_nb
 '''
 
 
@@ -125,6 +131,8 @@ class Module:
     calls_parallel: bool = False   # a function is or calls parallel code (THREADS_PREAMBLE)
     # program function name -> the scan functions it calls by address (cpu.ScanPointer)
     pointers: dict = field(default_factory=dict)
+    # scan loop function name -> its codegen/chunks.ChunkPlan, for scans run by chunks
+    chunked: dict = field(default_factory=dict)
 
     def add(self, template, **fields):
         """Add a function: `template` and the fields that fill it, its `name` among them."""
@@ -141,8 +149,10 @@ class Module:
         return "\n\n".join(f.text(**fields) for f in self.functions.values())
 
     def source(self, title):
+        preamble = ((CHUNKS_PREAMBLE if self.chunked else "") +
+                    (THREADS_PREAMBLE if self.calls_parallel else ""))
         return MODULE_TEMPLATE.format(title=title, functions=self.function_texts(),
-                                      preamble=THREADS_PREAMBLE if self.calls_parallel else "")
+                                      preamble=preamble)
 
 
 def program_hash(*parts) -> str:

@@ -33,6 +33,7 @@ import numpy as np
 from ..core.ir import IR, Eqn, Lit, Var
 from ..core.primitives import REDUCE, TABLE
 from . import linalg as la
+from . import linrec as lr
 from .emit import Lines, Module, _idx, dtype_src, literal_src
 
 # vectorisable replacements for the C library's scalar functions (fastmath.py), and their
@@ -725,6 +726,51 @@ class Renderer:
     def r_eigh(self, out: Lines, e: Eqn):
         w, v = (self.buffer(res, out) for res in e.outputs)
         self.linalg(out, e, ["work", "work", w, v], w=w, v=v)
+
+    # -- linear recurrences: calls of the loops of codegen/linrec.py ---------------------------
+    # a step's recurrence runs in its thread (the step may itself run under prange); a program
+    # body's may run across threads (codegen/linrec.py) when its work is at least
+    # linrec.parallel_below(), read here and again at each call
+    LINREC_FUNCTIONS = {"diagonal": "diagonal_scan_nb", "matrix": "matrix_scan_nb"}
+    LINREC_PARALLEL = {"diagonal": "linrec_diagonal_parallel_nb",
+                       "matrix": "linrec_matrix_parallel_nb"}
+
+    def linrec_view(self, name, v, shape):
+        """`name` (of value `v`) as the C-contiguous array of `shape` the loops take."""
+        return f"np.ascontiguousarray({name}).reshape({tuple(shape)!r})"
+
+    def r_linrec(self, out: Lines, e: Eqn):
+        b, res, p = e.inputs[1], e.outputs[0], e.p
+        R = self.buffer(res, out)
+        T = b.shape[0]
+        if T == 0:
+            return
+        m = int(np.prod(b.shape[1:], dtype=np.int64))
+        if p["kind"] == "diagonal":
+            shapes = [(1, m) if p["invariant"] else (T, m), (T, m), (m,)]
+        else:
+            shapes = [(1, m, m) if p["invariant"] else (T, m, m), (T, m), (m,)]
+        args = []
+        for v, shape in zip(e.inputs, shapes):
+            if v.shape == ():              # a scalar local: into a one-element buffer
+                name = self.scratch(shape, v.dtype, prefix="lr")
+                out(f"{name}[{_idx(['0'] * len(shape))}] = {self.name(v)}")
+                args.append(name)
+            else:
+                args.append(self.linrec_view(self.name(v), v, shape))
+        args.append(R if tuple(res.shape) == shapes[1] else f"{R}.reshape({shapes[1]!r})")
+        if p["reverse"]:                   # rows in the recurrence's order (codegen/linrec.py)
+            args = [f"{x}[::-1]" if k != 2 and not (k == 0 and p["invariant"]) else x
+                    for k, x in enumerate(args)]
+        kind = p["kind"]
+        if not self.in_loop and self.LINREC_PARALLEL and \
+                lr.work(kind, b.shape) >= lr.parallel_below(kind):
+            call = f"{self.LINREC_PARALLEL[kind]}({', '.join(args)}, linrec_threads_nb())"
+            self.module.calls_parallel = True   # runs capped: NUMBASCAN_NUM_THREADS
+        else:
+            call = f"{self.LINREC_FUNCTIONS[kind]}({', '.join(args)})"
+        with self.one_thread(out, e):
+            out(call)
 
     def _unravel(self, flat, shape):
         strides = np.cumprod((1,) + tuple(shape[::-1]))[:-1][::-1]

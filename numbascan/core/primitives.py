@@ -148,6 +148,27 @@ _def("eigh", "special", _eigh,
                               (inputs[0].dtype, tuple(inputs[0].shape))])
 
 
+# `linrec`: the states xs (T,) + S of a linear recurrence from operands (a, b, x0) of one float
+# dtype (trace/linrec.py checks them). kind "diagonal": x_t = a_t * x_{t-1} + b_t elementwise,
+# b (T,) + S, x0 S, a (T,) + S or, `invariant`, S; kind "matrix": x_t = x_{t-1} @ a_t + b_t
+# (row vectors), b (T, n), x0 (n,), a (T, n, n) or, `invariant`, (n, n). From x_{-1} = x0;
+# `reverse`: t from T - 1 down to 0 from x_T = x0 (x_{t+1} in place of x_{t-1}). xs holds
+# x_0 .. x_{T-1} in index order. This NumPy loop is the reference of codegen/linrec.py's.
+def _linrec(a, b, x0, kind, reverse, invariant):
+    a, b = np.asarray(a), np.asarray(b)
+    out = np.empty(b.shape, b.dtype)
+    x = np.array(x0, dtype=b.dtype)
+    for t in (range(b.shape[0] - 1, -1, -1) if reverse else range(b.shape[0])):
+        at = a if invariant else a[t]
+        x = (at * x if kind == "diagonal" else x @ at) + b[t]
+        out[t] = x
+    return out
+
+
+_def("linrec", "special", _linrec,
+     abstract=lambda inputs, **params: [(inputs[1].dtype, tuple(inputs[1].shape))])
+
+
 def index_tuple(spec, dyn):
     """spec: one entry per leading axis: ("int", k) | ("slice", start, step, length) | ("dyn", dim)."""
     it = iter(dyn)

@@ -131,6 +131,9 @@ class ScanArgs:
     checkpoint: object
     keep_last: object = False  # True: every output keeps its last step only; a tuple: those outputs
     parallel: bool = False     # steps independent of each other (ns.vmap's map)
+    # the `parallel=` of ns.scan: run in time as a prefix scan when the step is affine in its
+    # fed-back state (True), never (False), or when numbascan expects it to pay (None)
+    in_time: object = False
     mode: str = None           # as asked for; recorded on scan equations of traced programs
     state_avals: list = field(default_factory=list)   # per fed-back output: (dtype, step shape)
     # how `sequences` and `outputs_info` were given (`_form`), for messages about the call
@@ -166,7 +169,7 @@ class ScanArgs:
 
 def normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_gradient,
               go_backwards, name, strict, return_list, checkpoint, *, keep_last=False,
-              parallel=False, mode=None) -> ScanArgs:
+              parallel=False, mode=None, in_time=False) -> ScanArgs:
     if not callable(fn):
         raise TypeError(f"fn: expected a callable step function, found {type(fn).__name__}")
     seqs, seq_layouts = [], []
@@ -274,9 +277,13 @@ def normalize(fn, sequences, outputs_info, non_sequences, n_steps, truncate_grad
     if not isinstance(go_backwards, (bool, np.bool_, int, np.integer)):
         raise TypeError(f"go_backwards: expected a bool, found {go_backwards!r} "
                         f"({type(go_backwards).__name__})")
+    if in_time is not None and not isinstance(in_time, (bool, np.bool_)):
+        raise TypeError(f"parallel: expected None, True or False, found {in_time!r} "
+                        f"({type(in_time).__name__})")
     return ScanArgs(fn, seqs, seq_layouts, inits, out_taps, nonseqs, n, bool(go_backwards),
                     int(truncate_gradient), name, strict, return_list, checkpoint,
                     keep_last=keep_last, parallel=parallel, mode=mode,
+                    in_time=None if in_time is None else bool(in_time),
                     state_avals=state_avals, arg_forms=(_form(sequences), _form(outputs_info)))
 
 

@@ -7,10 +7,11 @@ arguments, followed into helper functions it calls. Arrays there enter the key b
 shape (their values are read at each call, through a recorded path); Python scalars by value
 (they are compiled in); shared variables by identity and the dtype and shape of their value;
 modules, library functions and random streams by identity. numbascan's own closures (what
-ns.grad and ns.vmap return) are seen through their cells (the user's function, its options);
-their globals are the library's own. A value of any other kind (an object whose attributes
-might change) makes the function uncacheable: it is traced at every call, which is always
-correct. `cache_info` counts the traces.
+ns.grad returns) are seen through their cells (the user's function, its options), and its
+callable objects (what ns.jit and ns.vmap return) through their `fn`; their globals are the
+library's own. A value of any other kind (an object whose attributes might change) makes the
+function uncacheable: it is traced at every call, which is always correct. `cache_info` counts
+the traces.
 
 Computing that key walks everything the function can see. A cached call can instead check
 `guards`, recorded on the same walk: every place a name was read (closure cell, globals entry,
@@ -33,6 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..codegen import chunks
 from ..codegen.cpu import render_main_function, render_scan_function
 from ..codegen.emit import Module, program_hash
 from ..codegen.source import load_module
@@ -44,7 +46,7 @@ from ..loop.step import TracedStep, trace_step
 from ..random import RandomStreams
 from ..shared import Shared
 from ..trace.program import STATIC_TYPES, trace_program
-from . import blas, log
+from . import blas, log, threads
 from .linked import linked
 
 SCALARS = (bool, int, float, complex, str, bytes, type(None), np.generic)
@@ -160,6 +162,23 @@ def guards_hold(guards):
     return True
 
 
+# api/'s callable objects, seen through the function in their `fn`: an ns.jit function's
+# (JitFunction.fn, the user's function) and ns.vmap's (VmappedFunction.fn, the batched closure
+# over the user's function and the axes)
+WRAPPERS = ("JitFunction", "VmappedFunction")
+
+
+def unwrapped(fn, guards=None):
+    """The function `fn` wraps (followed through every wrapper of WRAPPERS: ns.jit of an
+    ns.vmap); `guards` (a list) receives a guard on each step."""
+    while type(fn).__name__ in WRAPPERS and hasattr(fn, "fn"):
+        inner = fn.fn
+        if guards is not None:
+            guards.append(("attr", fn, "fn", inner))
+        fn = inner
+    return fn
+
+
 def _key_of(value, path, arrays, depth, guards):
     if isinstance(value, np.ndarray):
         arrays[id(value)] = path
@@ -180,6 +199,9 @@ def _key_of(value, path, arrays, depth, guards):
         return (type(value).__name__,) + tuple(
             _key_of(v, path + (("item", i),), arrays, depth, guards)
             for i, v in enumerate(value))
+    if type(value).__name__ in WRAPPERS and hasattr(value, "fn"):
+        guards.append(("attr", value, "fn", value.fn))
+        return ("j",) + _key_of(value.fn, path + (("attr", "fn"),), arrays, depth, guards)
     if isinstance(value, types.FunctionType):
         # numbascan's own closures (what ns.grad, ns.vmap... return) hold the user's function:
         # look inside them like a user's function
@@ -190,9 +212,6 @@ def _key_of(value, path, arrays, depth, guards):
         return ("f", id(value.__code__)) + visible_key(value, path, arrays, depth + 1, guards)
     if isinstance(value, (types.BuiltinFunctionType, np.ufunc)) or _is_library(value):
         return ("o", id(value))
-    if hasattr(value, "fn") and type(value).__name__ == "JitFunction":
-        guards.append(("attr", value, "fn", value.fn))
-        return ("j",) + _key_of(value.fn, path + (("attr", "fn"),), arrays, depth, guards)
     raise Uncacheable(value)
 
 
@@ -210,10 +229,8 @@ def visible_key(fn, path=(), arrays=None, depth=0, guards=None):
 def function_key(fn, guards=None):
     """(key, arrays) for `fn`, or (None, None) when it must be traced at every call. A list
     passed as `guards` receives the guards of the key (see `guards_hold`)."""
-    target = getattr(fn, "fn", fn) if type(fn).__name__ == "JitFunction" else fn
+    target = unwrapped(fn, guards)
     arrays = {}
-    if guards is not None and target is not fn:
-        guards.append(("attr", fn, "fn", target))
     try:
         return (id(target.__code__), visible_key(target, (), arrays, 0, guards)), arrays
     except (Uncacheable, AttributeError, TypeError):
@@ -227,7 +244,7 @@ def shared_guards(shared):
 
 def fetch(fn, path):
     """Follow a recorded path from `fn` to the value it names now."""
-    obj = getattr(fn, "fn", fn) if type(fn).__name__ == "JitFunction" else fn
+    obj = unwrapped(fn)
     for kind, arg in path:
         if kind == "closure":
             obj = obj.__closure__[arg].cell_contents
@@ -279,26 +296,29 @@ _COMPILED: dict[str, object] = {}
 def compile_scan(step: IR, layout: Layout, progress=False):
     """The loop function of a scan; `progress=True`: its variant that publishes its count of
     steps run into a last argument (codegen/scanloop.py `render_time_loop`)."""
-    key = "scan:" + program_hash(step.fingerprint(), layout) + (":progress" if progress else "")
+    key = "scan:" + program_hash(step.fingerprint(), layout, chunks.settings()) + (
+        ":progress" if progress else "")
     fn = _COMPILED.get(key)
     if fn is None:
         module = Module()
         name = render_scan_function(module, step, layout, progress=progress)
         loaded = log.timed_render(name, lambda: load_module(module.source(f"scan {name}")))
-        fn = blas.for_code(getattr(loaded, name), module.uses_blas)
+        fn = threads.eager_loop(loaded, name, module)
+        fn = threads.capped(blas.for_code(fn, module.uses_blas), module.calls_parallel)
         _COMPILED[key] = fn
         _count("compiles")
     return fn
 
 
 def compile_main(ir: IR):
-    key = "main:" + program_hash(ir.fingerprint())
+    key = "main:" + program_hash(ir.fingerprint(), chunks.settings())
     fn = _COMPILED.get(key)
     if fn is None:
         module = Module()
         name = render_main_function(module, ir)
         loaded = log.timed_render(name, lambda: load_module(module.source(f"program {name}")))
         fn = blas.for_code(linked(loaded, name, module.pointers[name]), module.uses_blas)
+        fn = threads.capped(fn, module.calls_parallel)
         _COMPILED[key] = fn
         _count("compiles")
     return fn
