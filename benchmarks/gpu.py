@@ -1,7 +1,12 @@
-"""GPU benchmarks K1-K4: numbascan mode="cuda" against jax.jit(lax.scan) on the same card.
+"""GPU benchmarks K1-K6: numbascan mode="cuda" against jax.jit(lax.scan) on the same card.
+
+K5 and K6 are P2 on the GPU, x_t = 0.9 x_{t-1} + u_t: the block scan (parallel in time) of
+`ns.scan(..., parallel=True)` (its coefficients and offsets computed on the host, so the
+sequence crosses the bus) and of `ns.linear_recurrence` on device arrays, against
+jax.jit(lax.associative_scan) over the pairs (a, b).
 
     python benchmarks/gpu.py                 # full sizes (needs an NVIDIA GPU, numba-cuda, jax)
-    python benchmarks/gpu.py --only K3,K4
+    python benchmarks/gpu.py --only K3,K4,K5
     python benchmarks/gpu.py --quick         # small sizes
     python benchmarks/gpu.py --sim           # tiny sizes in numba's CUDA simulator (no GPU):
                                              # checks that the script runs, times mean nothing
@@ -29,11 +34,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 SIZES = {
     "full": dict(K1=dict(N=2**24, T=1000), K2=dict(B=8192, T=512, H=32),
-                 K3=dict(n=100_000), K4=dict(B=64, T=2000, H=32)),
+                 K3=dict(n=100_000), K4=dict(B=64, T=2000, H=32), K5=dict(T=2**22),
+                 K6=dict(T=2**22)),
     "quick": dict(K1=dict(N=2**20, T=200), K2=dict(B=1024, T=128, H=32),
-                  K3=dict(n=10_000), K4=dict(B=64, T=200, H=32)),
+                  K3=dict(n=10_000), K4=dict(B=64, T=200, H=32), K5=dict(T=2**18),
+                  K6=dict(T=2**18)),
     "sim": dict(K1=dict(N=256, T=5), K2=dict(B=4, T=3, H=8),
-                K3=dict(n=20), K4=dict(B=2, T=4, H=8)),
+                K3=dict(n=20), K4=dict(B=2, T=4, H=8), K5=dict(T=100), K6=dict(T=100)),
 }
 
 
@@ -204,7 +211,47 @@ def k3(ns, jax, jnp, cuda, n):
     return run_ns, lambda: run_jax(*j), ref, lambda o: o[:k], moved
 
 
-WORKLOADS = {"K1": k1, "K2": k2, "K3": k3, "K4": k4}
+def _first_order(ns, jax, jnp, cuda, T, run):
+    rng = np.random.default_rng(5)
+    u = rng.standard_normal(T).astype(np.float32)
+    x0 = np.float32(0.5)
+    k = min(4096, T)
+
+    def ref():
+        out, x = np.empty(k), 0.5
+        for t in range(k):
+            x = 0.9 * x + float(u[t])
+            out[t] = x
+        return out
+
+    d_u = cuda.to_device(u)
+
+    @jax.jit
+    def run_jax(u):
+        def combine(p, q):
+            return p[0] * q[0], q[0] * p[1] + q[1]
+        a, b = jax.lax.associative_scan(combine, (jnp.full(u.shape, 0.9, u.dtype), u))
+        return a * 0.5 + b
+
+    j_u = jnp.asarray(u)
+    moved = 2 * 4 * T
+    return (lambda: run(ns, d_u, x0)), lambda: run_jax(j_u), ref, lambda o: o[:k], moved
+
+
+def k5(ns, jax, jnp, cuda, T):
+    """P2 on the GPU: ns.scan(0.9 x + u_t, parallel=True), a device-array sequence."""
+    return _first_order(ns, jax, jnp, cuda, T, lambda ns, d_u, x0: ns.scan(
+        lambda u_t, x: np.float32(0.9) * x + u_t, sequences=d_u, outputs_info=x0,
+        parallel=True)[0])
+
+
+def k6(ns, jax, jnp, cuda, T):
+    """P2 on the GPU: ns.linear_recurrence(0.9, u, 0.5) on device arrays (the block scan)."""
+    return _first_order(ns, jax, jnp, cuda, T, lambda ns, d_u, x0: ns.linear_recurrence(
+        np.float32(0.9), d_u, x0))
+
+
+WORKLOADS = {"K1": k1, "K2": k2, "K3": k3, "K4": k4, "K5": k5, "K6": k6}
 
 
 def to_numpy(x):
@@ -248,7 +295,7 @@ def table(rows, device, jax_device):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", default="K1,K2,K3,K4")
+    p.add_argument("--only", default="K1,K2,K3,K4,K5,K6")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sim", action="store_true", help="tiny sizes in the CUDA simulator")
     args = p.parse_args(argv)

@@ -8,6 +8,8 @@ x_t = 0.9 x_{t-1} + u_t, every state kept (float64, x_{-1} = 0.5). Peers:
 
   numbascan-parallel   ns.scan(step, sequences=u, outputs_info=x0, parallel=True)
   numbascan-loop       the same with parallel=False (the compiled sequential loop)
+  numbascan-associative  numbascan.lax.associative_scan over the pairs (a, b), eagerly (its
+                       combine is affine in its left operand: the fold runs parallel in time)
   scipy-lfilter        scipy.signal.lfilter([1], [1, -0.9], u, zi=[0.9 x0])
   jax-associative      jax.jit of jax.lax.associative_scan over the pairs (a, b), CPU, float64
   jax-scan             jax.jit of jax.lax.scan (the sequential loop in XLA), CPU, float64
@@ -76,6 +78,20 @@ def _numbascan(parallel):
     return build
 
 
+def _numbascan_associative(u):
+    import numbascan.lax as nlax
+
+    def combine(p, q):
+        (a1, b1), (a2, b2) = p, q
+        return a1 * a2, a2 * b1 + b2
+    a = np.full(u.shape, A)
+
+    def run():
+        prods, b = nlax.associative_scan(combine, (a, u))
+        return prods * X0 + b             # the states from x_{-1} = X0, as jax's peer
+    return run
+
+
 def _lfilter(u):
     from scipy import signal
     return lambda: signal.lfilter([1.0], [1.0, -A], u, zi=[A * X0])[0]
@@ -120,11 +136,13 @@ def _jax_scan(u):
 PEERS = {
     "numbascan-parallel": _numbascan(True),
     "numbascan-loop": _numbascan(False),
+    "numbascan-associative": _numbascan_associative,
     "scipy-lfilter": _lfilter,
     "jax-associative": _jax_associative,
     "jax-scan": _jax_scan,
 }
 MODULES = {"numbascan-parallel": "numbascan", "numbascan-loop": "numbascan",
+           "numbascan-associative": "numbascan",
            "scipy-lfilter": "scipy", "jax-associative": "jax", "jax-scan": "jax"}
 
 

@@ -306,6 +306,28 @@ def compile_case(cuda, c):
     return pattern, ptx, notes
 
 
+# the block scan of linear recurrences (codegen/cuda_linrec.py): one module per (N, dtype)
+LINREC = {"linrec_diagonal_f64": (1, np.float64), "linrec_diagonal_f32": (1, np.float32),
+          "linrec_matrix4_f64": (4, np.float64), "linrec_matrix8_f32": (8, np.float32)}
+
+
+def compile_linrec(cuda, N, dtype):
+    """-> [(kernel name, PTX text)] of the block scan's kernels, typed as
+    `runtime.cuda.linear_recurrence` launches them."""
+    import numba
+    from numbascan.codegen import cuda_linrec
+    from numbascan.codegen.source import load_module
+
+    module = load_module(cuda_linrec.module_source(N, dtype))
+    ty = numba.from_dtype(np.dtype(dtype))
+    a4, a3, a2 = ty[:, :, :, ::1], ty[:, :, ::1], ty[:, ::1]
+    sigs = {"tile_totals": (a4, a3, numba.boolean, numba.int64, a4, a3),
+            "tile_carries": (a4, a3, a2, a3),
+            "tile_states": (a4, a3, numba.boolean, numba.int64, a3, a3)}
+    return [(k, cuda.compile_ptx(getattr(module, k).py_func, sig, cc=CC)[0])
+            for k, sig in sigs.items()]
+
+
 def find_ptxas():
     """The PTX assembler of the nvidia-cuda-nvcc wheel (or of a CUDA toolkit), or None."""
     try:
@@ -339,14 +361,14 @@ def assemble(ptxas, ptx):
 def main(names):
     cuda = _setup()
     cases = _cases()
-    unknown = [n for n in names if n not in cases]
+    unknown = [n for n in names if n not in cases and n not in LINREC]
     if unknown:
         print(f"unknown cases {unknown}; known: {sorted(cases)}")
         return 2
     ptxas = find_ptxas()
     print(f"ptxas: {ptxas}" if ptxas else "ptxas: not found, PTX is not assembled")
     failed = 0
-    for name in names or list(cases):
+    for name in [n for n in names or list(cases) if n in cases]:
         try:
             pattern, ptx, notes = compile_case(cuda, cases[name])
             usage = assemble(ptxas, ptx) if ptxas else ""
@@ -360,7 +382,21 @@ def main(names):
             print(f"ok {name} {pattern.kind} lanes={pattern.lanes} ptx={len(ptx)} {usage} "
                   f"{notes}".rstrip())
         sys.stdout.flush()
-    total = len(names or cases)
+    for name in [n for n in names or list(LINREC) if n in LINREC]:
+        try:
+            kernels = compile_linrec(cuda, *LINREC[name])
+            usage = [assemble(ptxas, ptx) if ptxas else "" for _, ptx in kernels]
+        except Exception as err:
+            failed += 1
+            first = str(err).strip().splitlines()
+            print(f"FAIL {name}: {type(err).__name__}: {' | '.join(first[:6])}")
+            if os.environ.get("CUDA_PTX_VERBOSE"):
+                print(traceback.format_exc())
+        else:
+            for (kernel, ptx), used in zip(kernels, usage):
+                print(f"ok {name} {kernel} ptx={len(ptx)} {used}".rstrip())
+        sys.stdout.flush()
+    total = len(names) if names else len(cases) + len(LINREC)
     print(f"summary: {total - failed} ok, {failed} failed")
     return 1 if failed else 0
 

@@ -1,9 +1,11 @@
 """nlax.associative_scan's parallel prefix scan (api/prefix.py, SPEC section 9: O(log n) depth,
 across cores on the CPU, across threads on the GPU).
 
-Large eager calls and every traced call run parallel maps of scans over chunks; small eager
-calls (and mode="python") run JAX's odd/even recursion in NumPy, the serial composition that
-serves as the oracle here, with closed forms (cumsum, cumprod, maximum.accumulate, a loop over
+Large eager calls and every traced call run parallel maps of scans over chunks, or, for a
+combine affine in its left operand (sums, products, affine maps, small matrix products), one
+parallel-in-time scan of the fold solved as a linear recurrence; small eager calls (and
+mode="python") run JAX's odd/even recursion in NumPy, the serial composition that serves as the
+oracle here, with closed forms (cumsum, cumprod, maximum.accumulate, a loop over
 the recurrence) and jax.lax.associative_scan. Each distinct combine, element shape or program is
 a numba compile: the data is shared by module fixtures and the combines are few.
 """
@@ -58,6 +60,13 @@ def affine(xp):
     return combine
 
 
+def lse(xp):
+    """log(exp(a) + exp(b)): associative, not affine in either operand."""
+    def combine(a, b):
+        return xp.log(xp.exp(a) + xp.exp(b))
+    return combine
+
+
 def matmul2(a, b):
     """Products of stacks of 2x2 matrices, with broadcasting."""
     return (a[..., :, :, None] * b[..., None, :, :]).sum(axis=-2)
@@ -95,6 +104,21 @@ def calls_of_parallel_maps(monkeypatch):
         if kwargs.get("_parallel"):
             seen.append(tuple(kwargs["sequences"][0].shape))
         return run(step, **kwargs)
+
+    monkeypatch.setattr(prefix, "theano_scan", recording)
+    return seen
+
+
+def calls_of_recurrences(monkeypatch):
+    """The number of steps of each fold api/prefix.py runs as a linear recurrence."""
+    seen = []
+    run = prefix.theano_scan
+
+    def recording(step, **kwargs):
+        out = run(step, **kwargs)                # a ScanError: not affine, not recorded
+        if kwargs.get("parallel"):
+            seen.append(kwargs["sequences"][0].shape[0])
+        return out
 
     monkeypatch.setattr(prefix, "theano_scan", recording)
     return seen
@@ -143,9 +167,9 @@ def test_add_multiply_max_eager(data, monkeypatch):
 @pytest.mark.parametrize("reverse", [False, True])
 def test_linear_recurrence_eager(data, reverse, monkeypatch):
     elems = {"a": data["a"], "b": data["b"]}
-    maps = calls_of_parallel_maps(monkeypatch)
+    folds = calls_of_recurrences(monkeypatch)
     out = nlax.associative_scan(affine(np), elems, reverse=reverse)
-    assert maps
+    assert folds == [N - 1]                      # one linear recurrence, no chunks
     assert_close(out["b"], recurrence(data["a"], data["b"], reverse), rtol=1e-10, atol=1e-12)
     serial = nlax.associative_scan(affine(np), elems, reverse=reverse, mode="python")
     assert_close(out["a"], serial["a"], rtol=1e-10, atol=1e-300)
@@ -156,9 +180,9 @@ def test_linear_recurrence_eager(data, reverse, monkeypatch):
 
 def test_matrix_products_eager(data, monkeypatch):
     mats = data["mats"]
-    maps = calls_of_parallel_maps(monkeypatch)
+    folds = calls_of_recurrences(monkeypatch)
     out = nlax.associative_scan(matmul2, mats)
-    assert maps and maps[0][2:] == (2, 2)
+    assert folds == [len(mats) - 1]              # a matrix recurrence of 4 entries
     assert_close(out, matrix_prefixes(mats), rtol=1e-10, atol=1e-12)
     assert_close(out, nlax.associative_scan(matmul2, mats, mode="python"), rtol=1e-10,
                  atol=1e-12)
@@ -179,6 +203,14 @@ def test_small_eager_calls_run_the_odd_even_recursion(rng, monkeypatch):
         assert_close(nlax.associative_scan(np.add, x, reverse=True),
                      np.cumsum(x[::-1], axis=0)[::-1], rtol=1e-12, atol=1e-12)
     assert maps == []
+
+
+def test_a_combine_that_is_not_affine_runs_by_chunks(data, monkeypatch):
+    maps = calls_of_parallel_maps(monkeypatch)
+    x = data["y"][:N] * 0.1
+    out = nlax.associative_scan(lse(np), x)
+    assert maps and maps[0] == (-(-N // prefix.CHUNK), prefix.CHUNK)
+    assert_close(out, np.logaddexp.accumulate(x), rtol=1e-10)
 
 
 def test_an_untraceable_combine_runs_in_numpy(data, monkeypatch):
@@ -205,13 +237,14 @@ def test_a_combine_that_changes_a_dtype_is_named(data):
 @ns.jit
 def program(x2, a, b, mats, a5, b5):
     """Every traced case at once (one compile): a sum along axis 1 in reverse (rows of 3
-    elements), the recurrence over several chunks, matrix products in reverse, and the
-    recurrence over 5 elements (a single scan)."""
+    elements), the recurrence over several chunks, matrix products in reverse, the
+    recurrence over 5 elements, all linear recurrences; and a log-sum-exp by chunks."""
     total = nlax.associative_scan(np.add, x2, reverse=True, axis=1)
     states = nlax.associative_scan(affine(np), {"a": a, "b": b})
     products = nlax.associative_scan(matmul2, mats, reverse=True)
     small = nlax.associative_scan(affine(np), {"a": a5, "b": b5})
-    return total, states, products, small
+    soft = nlax.associative_scan(lse(np), 0.1 * b)
+    return total, states, products, small, soft
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +258,8 @@ def traced_args():
 
 def test_jit_against_the_serial_composition_and_jax(traced_args):
     x2, a, b, mats, a5, b5 = traced_args
-    total, states, products, small = program(*traced_args)
+    total, states, products, small, soft = program(*traced_args)
+    assert_close(soft, np.logaddexp.accumulate(0.1 * b), rtol=1e-11)
     assert_close(total, np.cumsum(x2[:, ::-1], axis=1)[:, ::-1], rtol=1e-12, atol=1e-12)
     assert_close(total, nlax.associative_scan(np.add, x2, reverse=True, axis=1, mode="python"),
                  rtol=1e-12, atol=1e-12)
@@ -244,10 +278,12 @@ def test_jit_against_the_serial_composition_and_jax(traced_args):
 
 
 def test_the_program_runs_parallel_maps(traced_args):
-    """Rendering only: the maps of chunks run their steps with prange above the threshold."""
+    """Rendering only: the maps of chunks run their steps with prange above the threshold,
+    the affine combines are linear recurrences."""
     text = ns.show(program, *traced_args, file=io.StringIO())
-    assert text.count("prange(") == 3            # one map function for each combine
+    assert text.count("prange(") == 1            # the log-sum-exp's map function
     assert "parallel=True" in text
+    assert "diagonal_scan_nb(" in text and "matrix_scan_nb(" in text
 
 
 def test_grad_through_the_parallel_path_against_jax(rng):
@@ -275,23 +311,49 @@ def test_grad_through_the_parallel_path_against_jax(rng):
         assert_close(g_b, np.asarray(ref[1]), rtol=1e-10, atol=1e-12)
 
 
+def test_grad_through_the_chunks_against_jax(rng):
+    n = prefix.CHUNK + 88                          # two chunks: both maps, a stand-in offset
+    x, w = 0.1 * rng.normal(size=n), rng.normal(size=n)
+
+    def loss(x):
+        return (nlax.associative_scan(lse(np), x) * w).sum()
+    g = ns.grad(loss)(x)
+    # d/dx_s of sum_t w_t lse(x_0..x_t) = sum_{t >= s} w_t softmax(x_0..x_t)_s
+    prefixes = np.logaddexp.accumulate(x)
+    ref = np.exp(x) * np.cumsum((w * np.exp(-prefixes))[::-1])[::-1]
+    assert_close(g, ref, rtol=1e-10, atol=1e-12)
+    if jax is not None:
+        jax_g = jax.grad(lambda x: (jlax.associative_scan(jnp.logaddexp, x) * w).sum())(x)
+        assert_close(g, np.asarray(jax_g), rtol=1e-10, atol=1e-12)
+
+
 # ------------------------------------------------------------------------------------------------
 # CUDA (numba-cuda's simulator unless NUMBASCAN_TEST_GPU=1): a thread per chunk
 
 
-def test_cuda_runs_a_thread_per_chunk(rng, kernel_patterns):
+def test_cuda_runs_a_thread_per_chunk(rng, kernel_patterns, monkeypatch):
     n = 17 * prefix.CUDA_CHUNK + 5                 # two levels of chunks
-    a, b = rng.uniform(0.5, 1.0, n), rng.normal(size=n)
-    out = nlax.associative_scan(affine(np), {"a": a, "b": b}, reverse=True, mode="cuda")
-    assert_close(out["b"], recurrence(a, b, reverse=True), rtol=1e-12, atol=1e-13)
-    serial = nlax.associative_scan(affine(np), {"a": a, "b": b}, reverse=True, mode="python")
-    assert_close(out["a"], serial["a"], rtol=1e-12)
+    x = 0.1 * rng.normal(size=n)
+    out = nlax.associative_scan(lse(np), x, reverse=True, mode="cuda")
+    assert_close(out, np.logaddexp.accumulate(x[::-1])[::-1], rtol=1e-12)
+    assert_close(out, nlax.associative_scan(lse(np), x, reverse=True, mode="python"),
+                 rtol=1e-12)
     batched = [p for p in kernel_patterns if p.kind == "batched"]
     assert len(batched) >= 2 and all(p.lanes == 1 for p in batched), kernel_patterns
     # in an ns.jit program: the maps are kernels, the glue between them runs on the host
     del kernel_patterns[:]
-    jitted = ns.jit(lambda a, b: nlax.associative_scan(affine(np), {"a": a, "b": b},
-                                                       mode="cuda"))
-    out = jitted(a, b)
-    assert_close(out["b"], recurrence(a, b), rtol=1e-12, atol=1e-13)
+    jitted = ns.jit(lambda x: nlax.associative_scan(lse(np), x, mode="cuda"))
+    assert_close(jitted(x), np.logaddexp.accumulate(x), rtol=1e-12)
     assert [p.kind for p in kernel_patterns].count("batched") >= 2, kernel_patterns
+    # an affine combine: the fold is a linear recurrence, the GPU's block scan
+    from numbascan.runtime import cuda as gpu
+    solved = []
+    solve = gpu.linear_recurrence
+    monkeypatch.setattr(gpu, "linear_recurrence",
+                        lambda *args, **kw: solved.append(1) or solve(*args, **kw))
+    from numbascan.api import affine as in_time
+    monkeypatch.setattr(in_time, "on_gpu", gpu.linear_recurrence)
+    a, b = rng.uniform(0.5, 1.0, n), rng.normal(size=n)
+    out = nlax.associative_scan(affine(np), {"a": a, "b": b}, reverse=True, mode="cuda")
+    assert_close(out["b"], recurrence(a, b, reverse=True), rtol=1e-12, atol=1e-13)
+    assert len(solved) == 2                      # the two leaves' recurrences

@@ -306,8 +306,8 @@ def test_cuda(rng):
 
 
 def test_eager_cuda_mode(rng):
-    """An eager call in mode 'cuda' computes on the host: NumPy operands give a NumPy array,
-    a CUDA array gives one back."""
+    """An eager call in mode 'cuda' runs the GPU's block scan (tests/test_cuda_parallel_time.py):
+    NumPy operands give a NumPy array, a CUDA array gives one back."""
     from numba import cuda
     b = rng.standard_normal(40)
     expected = loop(np.float64(0.8), b, np.float64(0.0), "diagonal", False)

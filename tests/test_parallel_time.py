@@ -342,8 +342,6 @@ def test_what_the_parallel_path_cannot_do():
         (dict(fn=lambda u_t: u_t * 2, sequences=u), "a fed-back output"),
         (dict(fn=first_order, sequences=u, outputs_info=np.float64(1), truncate_gradient=3),
          "truncate_gradient=-1"),
-        (dict(fn=first_order, sequences=u, outputs_info=np.float64(1), mode="cuda"),
-         "mode 'cpu'"),
     ]
     for kwargs, reason in cases:
         with pytest.raises(ScanError, match="parallel=True needs") as err:

@@ -336,7 +336,7 @@ def _linrec_product(kind, invariant, da, prev):
     return np.sum(np.reshape(prev, (T, n, 1)) * da, axis=1)
 
 
-def _linrec_tangent(ts, xs, a, b, x0, kind, reverse, invariant):
+def _linrec_tangent(ts, xs, a, b, x0, kind, reverse, invariant, mode=None):
     if b.shape[0] == 0:
         return None
     da, db, dx0 = ts
@@ -347,10 +347,10 @@ def _linrec_tangent(ts, xs, a, b, x0, kind, reverse, invariant):
         rhs = _zeros(b.shape, b.dtype)
     if dx0 is None:
         dx0 = _zeros(x0.shape, b.dtype)
-    return linear_recurrence(a, rhs, dx0, reverse, kind=kind)
+    return linear_recurrence(a, rhs, dx0, reverse, kind=kind, mode=mode)
 
 
-def _linrec_cotangents(g, xs, a, b, x0, kind, reverse, invariant):
+def _linrec_cotangents(g, xs, a, b, x0, kind, reverse, invariant, mode=None):
     """lam_t = g_t + a_{t+1} lam_{t+1} (lam_{t+1} @ a_{t+1}^T; a_{t-1} and lam_{t-1} when
     `reverse`): the recurrence of the transposed coefficients, one step later along the
     recurrence, run the other way from zero (its last coefficient multiplies that zero).
@@ -362,7 +362,7 @@ def _linrec_cotangents(g, xs, a, b, x0, kind, reverse, invariant):
     at = a if kind == "diagonal" else np.swapaxes(a, -1, -2)
     if not invariant and T > 1:
         at = np.concatenate([at[:1], at[:-1]] if reverse else [at[1:], at[-1:]], axis=0)
-    lam = linear_recurrence(at, g, _zeros(x0.shape, b.dtype), not reverse, kind=kind)
+    lam = linear_recurrence(at, g, _zeros(x0.shape, b.dtype), not reverse, kind=kind, mode=mode)
     prev = _linrec_previous(xs, x0, reverse)
     first = T - 1 if reverse else 0
     a_first = a if invariant else a[first]

@@ -33,7 +33,7 @@ from __future__ import annotations
 import ast
 import functools
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -45,11 +45,12 @@ from ..core.ir import Lit, Var
 from ..core.primitives import TABLE, abstract_eval
 from ..loop import affine as analysis
 from ..loop.affine import POISON, Ops, Val, replay_affine
-from ..loop.args import ScanError, check_buffer_bytes, normalize
+from ..loop.args import ScanError, _is_device_array, check_buffer_bytes, normalize
 from ..loop.primitive import bind_scan
 from ..loop.step import split_step_result, trace_step
 from ..runtime.cache import traced_scan
 from ..runtime.cpu import scan_cpu
+from ..runtime.cuda import cuda_module, linear_recurrence as on_gpu, scan_cuda, to_host
 from ..runtime.linrec import compiled
 from ..runtime.program import run_traced
 from ..runtime.threads import thread_count
@@ -93,6 +94,7 @@ class Plan:
     affinity: object         # loop/affine.py's Affinity
     captures: list           # the captures' current values (eager) or sources (traced)
     traced: bool
+    mode: str = "cpu"        # "cuda": the recurrences by the GPU's block scan, maps as kernels
 
 
 def describe_call(sa):
@@ -163,7 +165,7 @@ def plan(sa, mode, traced):
         return None
     if mode == "python":          # the oracle checks what the parallel path would, then loops
         return None
-    p = Plan(sa, ts, found, list(captures), traced)
+    p = Plan(sa, ts, found, list(captures), traced, mode)
     if asked is None and not worth_it(p):
         return None
     return p
@@ -172,9 +174,6 @@ def plan(sa, mode, traced):
 def _cannot(sa, mode, traced, where):
     """What the parallel path cannot do with this call (None: nothing)."""
     needs = f"{where}: parallel=True needs"
-    if mode == "cuda":
-        return (f"{needs} mode 'cpu' (a prefix scan across the CPU's threads), found mode "
-                f"'cuda'; the CUDA kernels run the steps one after another")
     if sa.truncate_gradient > 0:
         return (f"{needs} truncate_gradient=-1: the parallel path differentiates through "
                 f"every step, found truncate_gradient={sa.truncate_gradient}")
@@ -290,6 +289,12 @@ class _TracedOps(Ops):
 
 def in_time(p: Plan):
     """(outputs, updates) of the scan of plan `p`, run as linear recurrences."""
+    on_device = False
+    if p.mode == "cuda" and not p.traced:     # the glue on the host, as a CUDA program's
+        on_device = any(_is_device_array(x) for x in [*p.sa.seqs, *p.sa.nonseqs, *p.sa.inits])
+        p = replace(p, sa=replace(p.sa, seqs=[to_host(x) for x in p.sa.seqs],
+                                  nonseqs=[to_host(x) for x in p.sa.nonseqs],
+                                  inits=[to_host(x) for x in p.sa.inits]))
     sa, ts, f = p.sa, p.ts, p.affinity
     T = sa.n_steps
     ops = _TracedOps() if p.traced else _NumPyOps()
@@ -328,13 +333,13 @@ def in_time(p: Plan):
         cspec = _coefficient_spec(spec, want_b, mapped)
         values = _run_map(_coefficient_step(sa.fn, cspec, n_rows),
                           [dict(input=s, taps=list(sl.taps))
-                           for s, sl in zip(seqs, sa.seq_layouts)], sa, T, p.traced)
+                           for s, sl in zip(seqs, sa.seq_layouts)], sa, T, p.traced, p.mode)
         computed_b.update(zip(want_b, values[:len(want_b)]))
         computed_a.update(_unpack_coefficients(values[len(want_b):], mapped, taps, True))
 
     states = {}
     for g in f.groups:
-        states.update(_solve(g, sa, taps, part, computed_a, computed_b, T, ops))
+        states.update(_solve(g, sa, taps, part, computed_a, computed_b, T, p.mode))
 
     outs = [None] * ts.n_outputs
     for i in f.fed:
@@ -346,6 +351,9 @@ def in_time(p: Plan):
     if not p.traced:
         outs = [np.ascontiguousarray(o) if isinstance(o, np.ndarray) and o.ndim else
                 np.asarray(o) for o in outs]
+    if on_device:
+        cuda = cuda_module()
+        outs = [cuda.to_device(o) for o in outs]
     return outs, Updates()
 
 
@@ -467,14 +475,18 @@ def _run_once(fn, spec, text, rows, p):
     return list(run_traced(step, args, interpret=True))
 
 
-def _run_map(step, sequences, sa, T, traced):
+def _run_map(step, sequences, sa, T, traced, mode="cpu"):
     """A compiled map of `step` over `sequences` (a scan without fed-back outputs) with the
-    non-sequences of `sa`."""
+    non-sequences of `sa`: on the CPU a loop over the steps; on CUDA ns.vmap's map (a thread
+    or a block a step)."""
     msa = normalize(step, sequences, None, sa.nonseqs, T, -1, False, sa.name, False, True,
-                    None, mode="cpu")
+                    None, mode=mode, parallel=mode == "cuda")
     if traced:
         outs, _ = bind_scan(msa)
         return list(outs)
+    if mode == "cuda":
+        outs, _, _ = scan_cuda(msa, batched=True)
+        return [to_host(o) for o in outs]
     outs, _, _ = scan_cpu(msa)
     return list(outs)
 
@@ -525,7 +537,7 @@ def _step_shaped(v: Val, shape, dtype):
     return np.broadcast_to(x, shape) if tuple(x.shape) != shape else x
 
 
-def _solve(g, sa, taps, part, computed_a, computed_b, T, ops):
+def _solve(g, sa, taps, part, computed_a, computed_b, T, mode):
     """{output: its states (T, *shape)} for group `g`."""
     if g.kind == "diagonal":
         (o,) = g.outputs
@@ -542,9 +554,9 @@ def _solve(g, sa, taps, part, computed_a, computed_b, T, ops):
              _time_major(a, T, shape, dtype) if a.varies else _step_shaped(a, shape, dtype))
         b = _offset(part, computed_b, o, T, shape, dtype)
         x0 = sa.inits[o]
-        return {o: _recurrence(a, b, x0, "diagonal")}
+        return {o: _recurrence(a, b, x0, "diagonal", mode)}
     # matrix: z = (for each output: its last L states, newest first), size n
-    blocks, offsets = [], {}
+    offsets = {}
     n = 0
     for o in g.outputs:
         shape, dtype = _state_of(taps, o)
@@ -590,7 +602,7 @@ def _solve(g, sa, taps, part, computed_a, computed_b, T, ops):
         x0_parts.append(np.reshape(window, (-1,)))
     b = b_parts[0] if len(b_parts) == 1 else np.concatenate(b_parts, axis=1)
     x0 = x0_parts[0] if len(x0_parts) == 1 else np.concatenate(x0_parts)
-    z = _recurrence(A, b, x0, "matrix")
+    z = _recurrence(A, b, x0, "matrix", mode)
     out = {}
     for o in g.outputs:
         shape, _ = _state_of(taps, o)
@@ -662,12 +674,16 @@ def _assemble(placed, n, dtype, T):
     return lines[0] if len(lines) == 1 else np.concatenate(lines, axis=-2)
 
 
-def _recurrence(a, b, x0, kind):
-    """The states of the recurrence: the `linrec` primitive in traced code, codegen/linrec.py's
-    compiled loops on NumPy arrays (across threads for long recurrences)."""
+def _recurrence(a, b, x0, kind, mode):
+    """The states of the recurrence: the `linrec` primitive in traced code (recording mode
+    "cuda"); on NumPy arrays, codegen/linrec.py's compiled loops (across threads for long
+    recurrences), or in mode "cuda" the GPU's block scan (runtime/cuda.py), states copied
+    back to the host."""
     if current_trace() is not None or any(isinstance(x, Tracer) for x in (a, b, x0)):
-        return traced_linrec.linear_recurrence(a, b, x0, kind=kind)
+        return traced_linrec.linear_recurrence(a, b, x0, kind=kind, mode=mode)
     a, b, x0, rec = traced_linrec.operands(a, b, x0, False, kind)
+    if mode == "cuda":
+        return on_gpu(a, b, x0, rec.kind, rec.reverse, rec.invariant).copy_to_host()
     return compiled(a, b, x0, rec)
 
 
@@ -695,7 +711,7 @@ def _map_outputs(p, seqs, states, which, T):
             cut.append(dict(input=d["input"][T - 1:T + m + M], taps=d["taps"]))
         sequences, steps = cut, 1
     step = _output_step(sa.fn, repr(tuple(which)))
-    values = _run_map(step, sequences, sa, steps, p.traced)
+    values = _run_map(step, sequences, sa, steps, p.traced, p.mode)
     return [v[-1] if sa.keeps_last(i) else v for i, v in zip(which, values)]
 
 

@@ -23,6 +23,16 @@ prefix before it, and the padding's results are dropped. Work: about 2n combines
 odd/even recursion also makes about 2n); depth: 2 chunk combines a level and log_chunk(n)
 levels, O(log n) combines one after another, each level's chunks side by side.
 
+A combine affine in its left operand (`fn(carry, x)` = carry * A(x) + B(x), or
+carry @ A(x) + B(x), with A and B free of the carry: sums, products, the composition of affine
+maps (a1, b1), (a2, b2) -> (a1 a2, a2 b1 + b2), products of small matrices) makes the prefixes
+a linear recurrence of the carry, [x0, fn(x0, x1), fn(fn(x0, x1), x2), ...]: `parallel_prefixes`
+first offers them to the parallel-in-time path (api/affine.py) as the scan of that fold with
+`parallel=True`, which solves them by the `linrec` primitive (codegen/linrec.py on the CPU,
+the block scan of codegen/cuda_linrec.py on the GPU), with its one-thread loop at the memory's
+bandwidth in place of 2n combines; a combine the affinity analysis refuses (a maximum, a
+log-sum-exp, matrices of more than 64 entries) takes the chunks above.
+
 `fn` sees slices of length 1 along `axis` (JAX's fn takes slices of any length) and must give
 back each leaf with its shape and dtype: the scans carry it. The combine is traced once, in the
 map's step, so a program runs one map function twice a level whatever n is (the odd/even
@@ -43,7 +53,9 @@ import numpy as np
 
 from ..codegen.parallel import min_work, step_work
 from ..core.context import current_trace
+from ..loop.args import ScanError
 from ..trace.captures import with_traced_captures
+from ..trace.names import function_name, named
 from ..trace.tracer import Trace, Tracer, TracingError, constant
 from .pytree import first_difference, flatten, leaf_paths, unflatten
 from .scan import choose_mode, scan as theano_scan
@@ -98,7 +110,9 @@ def parallel_prefixes(fn, tree, leaves, axis, reverse, mode):
     rows = [_move(x, axis, 0) for x in leaves]
     if reverse:
         rows = [x[::-1] for x in rows]
-    out = _by_chunks(fn, tree, axis, chunk_size(choose_mode(mode, leaves)), rows, mode)
+    out = _as_recurrence(fn, tree, axis, rows, mode)
+    if out is None:
+        out = _by_chunks(fn, tree, axis, chunk_size(choose_mode(mode, leaves)), rows, mode)
     if reverse:
         out = [x[::-1] for x in out]
     # eager results are fresh arrays (views of the maps' buffers), C-contiguous as NumPy's
@@ -119,6 +133,13 @@ def _combine_rows(fn, tree, axis, a_rows, b_rows):
     slices of length 1 along `axis`; -> the leaves of the result, without that axis."""
     a = [np.expand_dims(r, axis) for r in a_rows]
     b = [np.expand_dims(r, axis) for r in b_rows]
+    out = _combine_slices(fn, tree, a, b)
+    return [np.reshape(leaf, r.shape) for leaf, r in zip(out, a_rows)]
+
+
+def _combine_slices(fn, tree, a, b):
+    """fn on slices of length 1 along the scan axis (`a`, `b`: the leaves); -> the leaves of
+    the result, checked to keep each leaf's dtype and shape."""
     leaves, found = flatten(fn(unflatten(tree, a), unflatten(tree, b)))
     diff = first_difference(tree, found, "fn(a, b)")
     if diff is not None:
@@ -135,7 +156,7 @@ def _combine_rows(fn, tree, axis, a_rows, b_rows):
                 f"{np.dtype(leaf.dtype).name} and shape {tuple(leaf.shape)} for slices of "
                 f"dtype {dtype} and shape {like.shape}; fn must keep each leaf's dtype and "
                 f"shape (cast it with .astype(np.{dtype}))")
-        out.append(np.reshape(leaf, a_rows[k].shape))
+        out.append(leaf)
     return out
 
 
@@ -144,6 +165,29 @@ def _fold_step(fn, tree, axis, k):
     def fold(*args):
         return _combine_rows(fn, tree, axis, list(args[k:]), list(args[:k]))
     return fold
+
+
+def _as_recurrence(fn, tree, axis, xs, mode):
+    """The prefixes of `xs` (scan axis first) as one parallel-in-time scan of the fold, when
+    `fn` is affine in its left operand; None when the analysis refuses it. The scan's state
+    is each leaf's slice of length 1 along `axis`, fn's own operand shape: no reshape comes
+    between the state and fn, so an elementwise fn stays an elementwise recurrence."""
+    n, k = xs[0].shape[0], len(xs)
+    if n <= 1:
+        return list(xs)
+    slices = [np.expand_dims(x, axis + 1) for x in xs]      # (n, ..., 1 at axis, ...)
+
+    def fold(*args):
+        return _combine_slices(fn, tree, list(args[k:]), list(args[:k]))
+    try:
+        rest, _ = theano_scan(named(fold, f"fold of {function_name(fn)}"),
+                              sequences=[s[1:] for s in slices],
+                              outputs_info=[s[0] for s in slices], mode=mode, return_list=True,
+                              parallel=True)
+    except ScanError:
+        return None
+    return [np.concatenate([x[:1], np.reshape(r, (n - 1,) + tuple(x.shape[1:]))])
+            for x, r in zip(xs, rest)]
 
 
 def _chunk_prefixes(fn, tree, axis, xs, mode):

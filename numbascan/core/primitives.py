@@ -154,7 +154,7 @@ _def("eigh", "special", _eigh,
 # (row vectors), b (T, n), x0 (n,), a (T, n, n) or, `invariant`, (n, n). From x_{-1} = x0;
 # `reverse`: t from T - 1 down to 0 from x_T = x0 (x_{t+1} in place of x_{t-1}). xs holds
 # x_0 .. x_{T-1} in index order. This NumPy loop is the reference of codegen/linrec.py's.
-def _linrec(a, b, x0, kind, reverse, invariant):
+def _linrec(a, b, x0, kind, reverse, invariant, mode=None):
     a, b = np.asarray(a), np.asarray(b)
     out = np.empty(b.shape, b.dtype)
     x = np.array(x0, dtype=b.dtype)

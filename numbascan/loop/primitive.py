@@ -90,8 +90,10 @@ primitives._def("scan", "special", _impl, abstract=_abstract)
 
 
 def asks_for_cuda(ir: IR) -> bool:
-    """Whether a scan of this program (or of a step inside it) was asked to run on CUDA."""
-    return any(e.prim == "scan" and (e.p.get("mode") == "cuda" or asks_for_cuda(e.p["step"]))
+    """Whether a scan or a linear recurrence of this program (or of a step inside it) was
+    asked to run on CUDA."""
+    return any((e.prim == "linrec" and e.p.get("mode") == "cuda") or
+               (e.prim == "scan" and (e.p.get("mode") == "cuda" or asks_for_cuda(e.p["step"])))
                for e in ir.eqns)
 
 

@@ -19,6 +19,7 @@ from numba.core.errors import NumbaPerformanceWarning
 
 from ..codegen.cuda import (Module, SharedMemoryExceeded, THREADS_PER_BLOCK, choose_pattern,
                             render_scan_kernel)
+from ..codegen import cuda_linrec
 from ..codegen.emit import program_hash
 from ..codegen.source import load_module
 from ..core.primitives import TABLE
@@ -242,9 +243,14 @@ def _on_host(impl):
 
 class _HostImpls(dict):
     """Primitive implementations for a program whose scans run on CUDA: scans launch kernels,
-    every other primitive gets its device-array inputs copied to the host first."""
+    linear recurrences run the block scan (their states stay on the device), every other
+    primitive gets its device-array inputs copied to the host first."""
     def get(self, prim, default=None):
-        return scan_equation if prim == "scan" else _on_host(TABLE[prim].impl)
+        if prim == "scan":
+            return scan_equation
+        if prim == "linrec":
+            return linrec_equation
+        return _on_host(TABLE[prim].impl)
 
 
 def program_impls():
@@ -253,3 +259,79 @@ def program_impls():
 
 def to_host(x):
     return x.copy_to_host() if _is_device_array(x) else x
+
+
+# ------------------------------------------------------------------------------------------------
+# linear recurrences: codegen/cuda_linrec.py's block scan
+
+_LINREC_MODULES: dict = {}
+
+
+class RecurrenceTooLarge(ValueError):
+    pass
+
+
+def _linrec_module(N, dtype):
+    key = (N, np.dtype(dtype).name)
+    module = _LINREC_MODULES.get(key)
+    if module is None:
+        module = load_module(cuda_linrec.module_source(N, dtype))
+        _LINREC_MODULES[key] = module
+    return module
+
+
+def _device_operand(cuda, x, dtype, shape):
+    """`x` (host or device) as a C-contiguous device array of `dtype` in `shape`."""
+    if _is_device_array(x):
+        x = x if hasattr(x, "copy_to_host") else cuda.as_cuda_array(x)
+        if x.dtype == dtype and x.is_c_contiguous():
+            return x.reshape(shape)
+        x = x.copy_to_host()
+    return cuda.to_device(np.ascontiguousarray(x, dtype).reshape(shape))
+
+
+def linear_recurrence(a, b, x0, kind, reverse, invariant, *, threads=None, items=None):
+    """The states of a linear recurrence (the `linrec` primitive's operands and parameters)
+    as a device array of b's shape, solved by the block scan. `threads`, `items`: the launch
+    (codegen/cuda_linrec.py's `launch_shape`; tests use small ones)."""
+    cuda = cuda_module()
+    dtype = np.dtype(b.dtype)
+    shape = tuple(b.shape)
+    T = shape[0]
+    m = int(np.prod(shape[1:], dtype=np.int64))
+    groups, N = (m, 1) if kind == "diagonal" else (1, m)
+    out = cuda.device_array((T, groups, N), dtype)
+    if T == 0 or m == 0:
+        return out.reshape(shape)
+    if cuda_linrec.max_threads(N, dtype) < 1:
+        raise RecurrenceTooLarge(
+            f"linear_recurrence: mode 'cuda' solves matrix recurrences whose map (an n x n "
+            f"matrix and an n-vector of {dtype}) fits in {cuda_linrec.SHARED_BYTES} bytes of "
+            f"shared memory; found n = {N}: use mode 'cpu'")
+    Ta = 1 if invariant else T
+    a_dev = _device_operand(cuda, a, dtype, (Ta, groups, N, N))
+    b_dev = _device_operand(cuda, b, dtype, (T, groups, N))
+    x0_dev = _device_operand(cuda, x0, dtype, (groups, N))
+    module = _linrec_module(N, dtype)
+    used, items, tiles = cuda_linrec.launch_shape(T, N, dtype, threads, items)
+    rev = bool(reverse)
+    if tiles == 1:
+        carry = x0_dev.reshape((groups, 1, N))
+    else:
+        tile_a = cuda.device_array((groups, tiles, N, N), dtype)
+        tile_b = cuda.device_array((groups, tiles, N), dtype)
+        carry = cuda.device_array((groups, tiles, N), dtype)
+        module.tile_totals[groups * tiles, used](a_dev, b_dev, rev, items, tile_a, tile_b)
+        module.tile_carries[groups, min(used, tiles)](tile_a, tile_b, x0_dev, carry)
+    module.tile_states[groups * tiles, used](a_dev, b_dev, rev, items, carry, out)
+    return out.reshape(shape)
+
+
+def linrec_equation(a, b, x0, *, kind, reverse, invariant, mode=None):
+    """A `linrec` equation of a traced program, on the device."""
+    return linear_recurrence(a, b, x0, kind, reverse, invariant)
+
+
+def linrec_source(N, dtype) -> str:
+    """The generated module of the block scan for maps of size N (`ns.show`-style text)."""
+    return cuda_linrec.module_source(N, dtype)

@@ -39,9 +39,13 @@ class Recurrence:
     kind: str
     reverse: bool
     invariant: bool
+    mode: str | None = None      # "cuda": the program runs it on the GPU (runtime/cuda.py)
 
     def params(self):
-        return {"kind": self.kind, "reverse": self.reverse, "invariant": self.invariant}
+        p = {"kind": self.kind, "reverse": self.reverse, "invariant": self.invariant}
+        if self.mode is not None:
+            p["mode"] = self.mode
+        return p
 
 
 def _shape(x):
@@ -96,13 +100,13 @@ def _kind(a_shape, b_shape, kind, what):
         expected.append(f"{b_shape} or {S} (diagonal)")
     if kind in (None, "matrix"):
         expected.append(f"{(T,) + S + S} or {S + S} (matrix)" if len(S) == 1 else
-                        f"a matrix kind's (T, n, n) or (n, n), which needs a state of shape "
-                        f"(n,)")
+                        "a matrix kind's (T, n, n) or (n, n), which needs a state of shape "
+                        "(n,)")
     raise ValueError(f"{what}: a: expected shape {', or '.join(expected)} for b of shape "
                      f"{b_shape}, found {a_shape}")
 
 
-def operands(a, b, x0, reverse=False, kind=None, what=WHAT):
+def operands(a, b, x0, reverse=False, kind=None, what=WHAT, mode=None):
     """Checked operands (a, b, x0) in one dtype and the equation's `Recurrence`."""
     if isinstance(reverse, Tracer) or not isinstance(reverse, (bool, np.bool_)):
         raise TypeError(f"{what}: reverse: expected a Python bool, found {reverse!r}")
@@ -117,13 +121,14 @@ def operands(a, b, x0, reverse=False, kind=None, what=WHAT):
         raise ValueError(f"{what}: x0: expected the state's shape {b_shape[1:]} (b's shape "
                          f"{b_shape} without its time axis), found {_shape(x0)}")
     kind, invariant = _kind(_shape(a), b_shape, kind, what)
-    return a, b, x0, Recurrence(kind, bool(reverse), invariant)
+    return a, b, x0, Recurrence(kind, bool(reverse), invariant, mode)
 
 
-def linear_recurrence(a, b, x0, reverse=False, *, kind=None):
+def linear_recurrence(a, b, x0, reverse=False, *, kind=None, mode=None):
     """The states of x_t = a_t * x_{t-1} + b_t (or x_{t-1} @ a_t + b_t), see the module's
-    docstring: recorded in a trace, the NumPy reference loop outside one."""
-    a, b, x0, rec = operands(a, b, x0, reverse, kind)
+    docstring: recorded in a trace, the NumPy reference loop outside one. `mode="cuda"` is
+    recorded: a program with such an equation runs its recurrences on the GPU."""
+    a, b, x0, rec = operands(a, b, x0, reverse, kind, mode="cuda" if mode == "cuda" else None)
     if current_trace() is None and not any(isinstance(x, Tracer) for x in (a, b, x0)):
         return TABLE["linrec"].impl(a, b, x0, **rec.params())
     return bind("linrec", [a, b, x0], **rec.params())
