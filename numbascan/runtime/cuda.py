@@ -6,6 +6,11 @@ rows, with the buffers allocated on the device and the loop run by one kernel la
 input is already a device array (numba's, or anything with `__cuda_array_interface__`), the
 results stay on the device as numba device arrays.
 
+`linear_recurrence` runs the `linrec` primitive on the device by codegen/cuda_linrec.py's block
+scan (three launches: the tiles' maps, their prefixes, the tiles' states), for
+`ns.linear_recurrence(mode="cuda")`, parallel-in-time scans in mode "cuda" and the `linrec`
+equations of programs run on CUDA (`program_impls`).
+
 numba.cuda is imported on first use, so importing numbascan never needs it.
 """
 
@@ -330,8 +335,3 @@ def linear_recurrence(a, b, x0, kind, reverse, invariant, *, threads=None, items
 def linrec_equation(a, b, x0, *, kind, reverse, invariant, mode=None):
     """A `linrec` equation of a traced program, on the device."""
     return linear_recurrence(a, b, x0, kind, reverse, invariant)
-
-
-def linrec_source(N, dtype) -> str:
-    """The generated module of the block scan for maps of size N (`ns.show`-style text)."""
-    return cuda_linrec.module_source(N, dtype)
