@@ -367,34 +367,30 @@ def main(names):
         return 2
     ptxas = find_ptxas()
     print(f"ptxas: {ptxas}" if ptxas else "ptxas: not found, PTX is not assembled")
+    def scan_lines(name):
+        pattern, ptx, notes = compile_case(cuda, cases[name])
+        usage = assemble(ptxas, ptx) if ptxas else ""
+        return [f"ok {name} {pattern.kind} lanes={pattern.lanes} ptx={len(ptx)} {usage} "
+                f"{notes}".rstrip()]
+
+    def linrec_lines(name):
+        kernels = compile_linrec(cuda, *LINREC[name])
+        return [f"ok {name} {kernel} ptx={len(ptx)} {assemble(ptxas, ptx) if ptxas else ''}"
+                .rstrip() for kernel, ptx in kernels]
+
+    jobs = [(n, scan_lines) for n in names or list(cases) if n in cases]
+    jobs += [(n, linrec_lines) for n in names or list(LINREC) if n in LINREC]
     failed = 0
-    for name in [n for n in names or list(cases) if n in cases]:
+    for name, lines in jobs:
         try:
-            pattern, ptx, notes = compile_case(cuda, cases[name])
-            usage = assemble(ptxas, ptx) if ptxas else ""
+            report = lines(name)
         except Exception as err:
             failed += 1
             first = str(err).strip().splitlines()
-            print(f"FAIL {name}: {type(err).__name__}: {' | '.join(first[:6])}")
+            report = [f"FAIL {name}: {type(err).__name__}: {' | '.join(first[:6])}"]
             if os.environ.get("CUDA_PTX_VERBOSE"):
-                print(traceback.format_exc())
-        else:
-            print(f"ok {name} {pattern.kind} lanes={pattern.lanes} ptx={len(ptx)} {usage} "
-                  f"{notes}".rstrip())
-        sys.stdout.flush()
-    for name in [n for n in names or list(LINREC) if n in LINREC]:
-        try:
-            kernels = compile_linrec(cuda, *LINREC[name])
-            usage = [assemble(ptxas, ptx) if ptxas else "" for _, ptx in kernels]
-        except Exception as err:
-            failed += 1
-            first = str(err).strip().splitlines()
-            print(f"FAIL {name}: {type(err).__name__}: {' | '.join(first[:6])}")
-            if os.environ.get("CUDA_PTX_VERBOSE"):
-                print(traceback.format_exc())
-        else:
-            for (kernel, ptx), used in zip(kernels, usage):
-                print(f"ok {name} {kernel} ptx={len(ptx)} {used}".rstrip())
+                report.append(traceback.format_exc())
+        print("\n".join(report))
         sys.stdout.flush()
     total = len(names) if names else len(cases) + len(LINREC)
     print(f"summary: {total - failed} ok, {failed} failed")

@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..ad.engine import jvp_replay
-from ..codegen import linrec as kernels
+from ..codegen import cuda_linrec, linrec as kernels
 from ..codegen.parallel import TRANSCENDENTAL
 from ..core.context import current_trace
 from ..core.ir import Lit, Var
@@ -163,6 +163,12 @@ def plan(sa, mode, traced):
         if asked:
             raise ScanError(found.reason)
         return None
+    if mode == "cuda":
+        reason = _too_large_on_gpu(found, where)
+        if reason is not None:
+            if asked:
+                raise ScanError(reason)
+            return None
     if mode == "python":          # the oracle checks what the parallel path would, then loops
         return None
     p = Plan(sa, ts, found, list(captures), traced, mode)
@@ -181,6 +187,18 @@ def _cannot(sa, mode, traced, where):
         if isinstance(s, RunTracer):
             return (f"{needs} sequences of a static length; sequences[{i}] is the rows of a "
                     f"scan that stops early (ns.until)")
+    return None
+
+
+def _too_large_on_gpu(found, where):
+    """Why the GPU's block scan cannot run a matrix group of `found` (None: it can)."""
+    for g in found.groups:
+        dtype = next(t.dtype for t in found.taps if t.output in g.outputs)
+        if g.kind == "matrix" and not cuda_linrec.fits(g.size, dtype):
+            return (f"{where}: parallel=True needs, in mode 'cuda', coupled states whose "
+                    f"map (an n x n matrix and an n-vector of {np.dtype(dtype).name}) fits in "
+                    f"{cuda_linrec.SHARED_BYTES} bytes of shared memory; found n = {g.size}: "
+                    f"use mode 'cpu'")
     return None
 
 

@@ -116,6 +116,17 @@ def steps_map(a, b, rev, group, start, stop, ma, mb, ta, tb):
 
 
 @cuda.jit(device=True)
+def state_before(x, x_in, sa, sb, tb):
+    """x = x_in carried through the maps of the threads before this one (after block_scan:
+    their composition is sa[i - 1], sb[i - 1])."""
+    i = cuda.threadIdx.x
+    for c in range(N):
+        x[c] = x_in[c]
+    if i > 0:
+        apply(x, sa[i - 1], sb[i - 1], tb)
+
+
+@cuda.jit(device=True)
 def block_scan(sa, sb, ma, mb, pa, pb, ta, tb):
     """Every thread's (ma, mb) replaced by the composition of the maps of threads 0 .. its
     own (an inclusive scan); sa[i], sb[i] hold thread i's result after it."""
@@ -188,10 +199,7 @@ def tile_carries(tile_a, tile_b, x0, carry):
         then(ma, mb, tile_a[group, g], tile_b[group, g], ta, tb)
         copy_map(ta, tb, ma, mb)
     block_scan(sa, sb, ma, mb, pa, pb, ta, tb)
-    for c in range(N):
-        x[c] = x0[group, c]
-    if i > 0:
-        apply(x, sa[i - 1], sb[i - 1], tb)
+    state_before(x, x0[group], sa, sb, tb)
     for g in range(first, last):
         for c in range(N):
             carry[group, g, c] = x[c]
@@ -219,10 +227,7 @@ def tile_states(a, b, rev, items, carry, out):
     stop = min(start + items, T)
     steps_map(a, b, rev, group, start, stop, ma, mb, ta, tb)
     block_scan(sa, sb, ma, mb, pa, pb, ta, tb)
-    for c in range(N):
-        x[c] = carry[group, tile, c]
-    if i > 0:
-        apply(x, sa[i - 1], sb[i - 1], tb)
+    state_before(x, carry[group, tile], sa, sb, tb)
     for t in range(start, stop):
         row = T - 1 - t if rev else t
         arow = 0 if a.shape[0] == 1 else row
@@ -230,6 +235,11 @@ def tile_states(a, b, rev, items, carry, out):
         for c in range(N):
             out[row, group, c] = x[c]
 '''
+
+
+def fits(N: int, dtype) -> bool:
+    """Whether one map of size N fits the shared memory (the block scan can run it)."""
+    return max_threads(N, dtype) >= 1
 
 
 def max_threads(N: int, dtype) -> int:

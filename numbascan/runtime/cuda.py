@@ -305,14 +305,14 @@ def linear_recurrence(a, b, x0, kind, reverse, invariant, *, threads=None, items
     T = shape[0]
     m = int(np.prod(shape[1:], dtype=np.int64))
     groups, N = (m, 1) if kind == "diagonal" else (1, m)
-    out = cuda.device_array((T, groups, N), dtype)
-    if T == 0 or m == 0:
-        return out.reshape(shape)
-    if cuda_linrec.max_threads(N, dtype) < 1:
+    if not cuda_linrec.fits(N, dtype):
         raise RecurrenceTooLarge(
             f"linear_recurrence: mode 'cuda' solves matrix recurrences whose map (an n x n "
             f"matrix and an n-vector of {dtype}) fits in {cuda_linrec.SHARED_BYTES} bytes of "
             f"shared memory; found n = {N}: use mode 'cpu'")
+    out = cuda.device_array((T, groups, N), dtype)
+    if T == 0 or m == 0:
+        return out.reshape(shape)
     Ta = 1 if invariant else T
     a_dev = _device_operand(cuda, a, dtype, (Ta, groups, N, N))
     b_dev = _device_operand(cuda, b, dtype, (T, groups, N))
